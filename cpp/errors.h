@@ -1,0 +1,40 @@
+// fastort's C++ exception types. onnxruntime errors become one of these in the
+// core; the Python binding maps each to its Python counterpart.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace fastort {
+
+// Base class of every error fastort raises.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// libonnxruntime could not be found, loaded, or is too old.
+class RuntimeLoadError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The model could not be read or onnxruntime refused it.
+class ModelLoadError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The caller's inputs (names, dtypes, shapes, output buffers) do not fit the model.
+class InvalidInputError : public Error {
+ public:
+  using Error::Error;
+};
+
+// onnxruntime failed while running the model.
+class RunError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace fastort

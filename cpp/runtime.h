@@ -1,0 +1,58 @@
+// Loads libonnxruntime at run time and owns the process-wide onnxruntime state.
+//
+// fastort is built against onnxruntime's headers only (ORT_API_MANUAL_INIT) and
+// dlopen()s the shared library with RTLD_LOCAL, so one build works with whichever
+// runtime is installed, and a second copy of onnxruntime in the same process (the
+// `onnxruntime` Python module carries its own) does not clash with ours.
+#pragma once
+
+#include <onnxruntime_cxx_api.h>
+
+#include <string>
+#include <vector>
+
+namespace fastort {
+
+struct RuntimeInfo {
+  std::string version;         // onnxruntime's version string, e.g. "1.32.0"
+  std::string library_path;    // the file that was loaded
+  int api_version_compiled;    // ORT_API_VERSION of the headers fastort was built with
+  std::vector<std::string> providers;  // execution providers this runtime offers
+};
+
+class Runtime {
+ public:
+  // Loads the library at `path` once per process and initialises the C++ API.
+  // Loading the same path again returns the loaded runtime; another path throws.
+  // Throws RuntimeLoadError with a message that says how to fix the problem.
+  static Runtime& load(const std::string& path);
+
+  // The loaded runtime; throws RuntimeLoadError if load() has not succeeded.
+  static Runtime& get();
+  static bool is_loaded() noexcept;
+
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  Ort::Env& env() noexcept { return env_; }
+  OrtAllocator* allocator() const noexcept { return allocator_; }
+  const OrtMemoryInfo* cpu_memory() const noexcept { return cpu_memory_; }
+  RuntimeInfo info() const;
+
+  struct Key {  // only load() can construct a Runtime
+   private:
+    Key() = default;
+    friend class Runtime;
+  };
+  Runtime(Key, std::string path, void* handle, std::string version);
+
+ private:
+  std::string path_;
+  void* handle_;  // dlopen handle; never closed: onnxruntime does not support unloading
+  std::string version_;
+  Ort::Env env_;
+  Ort::MemoryInfo cpu_memory_;
+  OrtAllocator* allocator_;  // onnxruntime's default CPU allocator (not owned)
+};
+
+}  // namespace fastort

@@ -1,0 +1,202 @@
+#include "session.h"
+
+#include <cstring>
+
+#include "errors.h"
+#include "runtime.h"
+
+namespace fastort {
+namespace {
+
+Ort::SessionOptions make_options(const SessionOptions& o) {
+  Ort::SessionOptions so;
+  if (o.intra_op_threads > 0) so.SetIntraOpNumThreads(o.intra_op_threads);
+  if (o.inter_op_threads > 0) so.SetInterOpNumThreads(o.inter_op_threads);
+  so.SetGraphOptimizationLevel(o.graph_optimization);
+  so.SetExecutionMode(o.execution_mode);
+  so.SetLogSeverityLevel(o.log_level);
+  for (const auto& kv : o.config) so.AddConfigEntry(kv.first.c_str(), kv.second.c_str());
+  for (const auto& p : o.providers) {
+    if (p == "CPUExecutionProvider") continue;  // always there, always last
+    if (p == "CUDAExecutionProvider") {
+      OrtCUDAProviderOptionsV2* cuda = nullptr;
+      Ort::ThrowOnError(Ort::GetApi().CreateCUDAProviderOptions(&cuda));
+      std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(Ort::GetApi().ReleaseCUDAProviderOptions)>
+          guard(cuda, Ort::GetApi().ReleaseCUDAProviderOptions);
+      so.AppendExecutionProvider_CUDA_V2(*cuda);
+      continue;
+    }
+    std::string name = p;
+    const std::string suffix = "ExecutionProvider";
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      name.resize(name.size() - suffix.size());
+    so.AppendExecutionProvider(name, {});
+  }
+  return so;
+}
+
+template <typename Open>
+std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const std::string& what) {
+  Runtime::get();
+  try {
+    Ort::SessionOptions so = make_options(options);
+    return std::make_shared<Session>(Session::Key{}, open_fn(so));
+  } catch (const Ort::Exception& e) {
+    throw ModelLoadError("cannot load " + what + ": " + e.what());
+  }
+}
+
+[[noreturn]] void rethrow_run_error(const Ort::Exception& e) {
+  if (e.GetOrtErrorCode() == ORT_INVALID_ARGUMENT)
+    throw InvalidInputError(std::string("onnxruntime rejected the inputs: ") + e.what());
+  throw RunError(std::string("onnxruntime failed to run the model: ") + e.what());
+}
+
+}  // namespace
+
+std::shared_ptr<Session> Session::open_file(const std::string& path, const SessionOptions& options) {
+  return open([&](Ort::SessionOptions& so) { return Ort::Session(Runtime::get().env(), path.c_str(), so); },
+              options, "model file '" + path + "'");
+}
+
+std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, const SessionOptions& options,
+                                             const std::string& label) {
+  if (size == 0) throw ModelLoadError("cannot load " + label + ": the model is empty (0 bytes)");
+  return open([&](Ort::SessionOptions& so) { return Ort::Session(Runtime::get().env(), data, size, so); },
+              options, label);
+}
+
+Session::Session(Key, Ort::Session session) : session_(std::move(session)) {
+  Ort::AllocatorWithDefaultOptions alloc;
+  const size_t n_in = session_.GetInputCount();
+  const size_t n_out = session_.GetOutputCount();
+  inputs_.reserve(n_in);
+  outputs_.reserve(n_out);
+  for (size_t i = 0; i < n_in; ++i) {
+    auto name = session_.GetInputNameAllocated(i, alloc);
+    inputs_.push_back(describe(name.get(), session_.GetInputTypeInfo(i).GetConst()));
+  }
+  for (size_t i = 0; i < n_out; ++i) {
+    auto name = session_.GetOutputNameAllocated(i, alloc);
+    outputs_.push_back(describe(name.get(), session_.GetOutputTypeInfo(i).GetConst()));
+  }
+  for (const auto& io : inputs_) input_names_.push_back(io.name.c_str());
+  for (const auto& io : outputs_) output_names_.push_back(io.name.c_str());
+}
+
+std::ptrdiff_t Session::input_index(const std::string& name) const noexcept {
+  for (size_t i = 0; i < inputs_.size(); ++i)
+    if (inputs_[i].name == name) return static_cast<std::ptrdiff_t>(i);
+  return -1;
+}
+
+std::ptrdiff_t Session::output_index(const std::string& name) const noexcept {
+  for (size_t i = 0; i < outputs_.size(); ++i)
+    if (outputs_[i].name == name) return static_cast<std::ptrdiff_t>(i);
+  return -1;
+}
+
+namespace {
+
+void check_fit(const IOInfo& io, const TensorView& view, const std::string& what) {
+  if (io.kind != ValueKind::Tensor)
+    throw InvalidInputError(what + " is of type " + io.type_string + ": fastort passes tensors only");
+  if (view.type != io.type)
+    throw InvalidInputError(what + ": expected dtype " + element_type_name(io.type) + ", got " +
+                            element_type_name(view.type));
+  if (!io.has_shape) return;
+  if (view.shape.size() != io.shape.size())
+    throw InvalidInputError(what + ": expected rank " + std::to_string(io.shape.size()) + " (shape " +
+                            io.shape_string() + "), got rank " + std::to_string(view.shape.size()) +
+                            " (shape " + shape_to_string(view.shape) + ")");
+  for (size_t d = 0; d < io.shape.size(); ++d) {
+    if (io.shape[d] >= 0 && view.shape[d] != io.shape[d])
+      throw InvalidInputError(what + ": dim " + std::to_string(d) + " must be " + std::to_string(io.shape[d]) +
+                              " (shape " + io.shape_string() + "), got shape " + shape_to_string(view.shape));
+  }
+}
+
+}  // namespace
+
+void Session::check_input(size_t index, const TensorView& view) const {
+  check_fit(inputs_.at(index), view, "input '" + inputs_[index].name + "'");
+}
+
+void Session::check_output_buffer(size_t index, const TensorView& view) const {
+  const IOInfo& io = outputs_.at(index);
+  const std::string what = "output buffer for '" + io.name + "'";
+  if (io.kind == ValueKind::Tensor && io.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING)
+    throw InvalidInputError(what + ": string outputs cannot be written into a caller buffer");
+  check_fit(io, view, what);
+}
+
+Ort::Value Session::wrap(const TensorView& view, const std::string& what) const {
+  const Runtime& rt = Runtime::get();
+  if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    const size_t count = checked_element_count(view.shape, sizeof(void*), what);
+    Ort::Value v = Ort::Value::CreateTensor(rt.allocator(), view.shape.data(), view.shape.size(), view.type);
+    for (size_t i = 0; i < count; ++i) {
+      const std::string_view& str = view.strings[i];
+      char* dst = v.GetResizedStringTensorElementBuffer(i, str.size());
+      if (!str.empty()) std::memcpy(dst, str.data(), str.size());
+    }
+    return v;
+  }
+  const size_t item = element_size(view.type);
+  if (item == 0)
+    throw InvalidInputError(what + ": element type " + element_type_name(view.type) + " is not supported");
+  const size_t bytes = checked_element_count(view.shape, item, what) * item;
+  static char empty_buffer[16];  // onnxruntime refuses a null buffer, even for 0 elements
+  void* data = view.data != nullptr ? view.data : (bytes == 0 ? empty_buffer : nullptr);
+  if (data == nullptr) throw InvalidInputError(what + ": no data buffer");
+  return Ort::Value::CreateTensor(rt.cpu_memory(), data, bytes, view.shape.data(), view.shape.size(), view.type);
+}
+
+std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
+                                     const std::vector<TensorView>& out) const {
+  if (inputs.size() != inputs_.size())
+    throw InvalidInputError("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
+                            std::to_string(inputs.size()));
+  try {
+    std::vector<Ort::Value> in_values;
+    in_values.reserve(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check_input(i, inputs[i]);
+      in_values.push_back(wrap(inputs[i], "input '" + inputs_[i].name + "'"));
+    }
+
+    std::vector<const char*> out_names;
+    if (outputs.empty()) {
+      out_names = output_names_;
+    } else {
+      out_names.reserve(outputs.size());
+      for (size_t idx : outputs) {
+        if (idx >= outputs_.size()) throw InvalidInputError("output index " + std::to_string(idx) + " out of range");
+        out_names.push_back(output_names_[idx]);
+      }
+    }
+    if (!out.empty() && out.size() != out_names.size())
+      throw InvalidInputError("got " + std::to_string(out.size()) + " output buffers for " +
+                              std::to_string(out_names.size()) + " outputs");
+
+    std::vector<Ort::Value> out_values;
+    out_values.reserve(out_names.size());
+    for (size_t k = 0; k < out_names.size(); ++k) {
+      if (!out.empty() && (out[k].data != nullptr || out[k].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)) {
+        const size_t idx = outputs.empty() ? k : outputs[k];
+        check_output_buffer(idx, out[k]);
+        out_values.push_back(wrap(out[k], "output buffer for '" + outputs_[idx].name + "'"));
+      } else {
+        out_values.emplace_back(nullptr);
+      }
+    }
+
+    session_.Run(Ort::RunOptions{nullptr}, input_names_.data(), in_values.data(), in_values.size(),
+                 out_names.data(), out_values.data(), out_values.size());
+    return out_values;
+  } catch (const Ort::Exception& e) {
+    rethrow_run_error(e);
+  }
+}
+
+}  // namespace fastort

@@ -1,0 +1,80 @@
+// One onnxruntime session, its IO metadata, and a run() that feeds caller-owned
+// buffers to onnxruntime without copying them.
+#pragma once
+
+#include <onnxruntime_cxx_api.h>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "tensor.h"
+
+namespace fastort {
+
+struct SessionOptions {
+  // onnxruntime provider names in priority order ("CPUExecutionProvider", ...).
+  std::vector<std::string> providers{"CPUExecutionProvider"};
+  int intra_op_threads = 0;  // 0: onnxruntime's default (one per core)
+  int inter_op_threads = 0;
+  GraphOptimizationLevel graph_optimization = ORT_ENABLE_ALL;
+  ExecutionMode execution_mode = ORT_SEQUENTIAL;
+  int log_level = ORT_LOGGING_LEVEL_WARNING;
+  // Extra session config entries (onnxruntime_session_options_config_keys.h).
+  std::vector<std::pair<std::string, std::string>> config;
+};
+
+class Session {
+ public:
+  // Loads a model file (external data is resolved next to it) or serialized bytes.
+  // Throws ModelLoadError naming `path` / `label` and onnxruntime's reason.
+  static std::shared_ptr<Session> open_file(const std::string& path, const SessionOptions& options);
+  static std::shared_ptr<Session> open_bytes(const void* data, size_t size,
+                                             const SessionOptions& options,
+                                             const std::string& label = "model bytes");
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  const std::vector<IOInfo>& inputs() const noexcept { return inputs_; }
+  const std::vector<IOInfo>& outputs() const noexcept { return outputs_; }
+  // Index of the input/output with this name, or -1.
+  std::ptrdiff_t input_index(const std::string& name) const noexcept;
+  std::ptrdiff_t output_index(const std::string& name) const noexcept;
+
+  // Throws InvalidInputError unless `view` fits input `index`: element type, rank, fixed dims.
+  void check_input(size_t index, const TensorView& view) const;
+  // Same for a caller-provided output buffer (which must be a non-string tensor).
+  void check_output_buffer(size_t index, const TensorView& view) const;
+
+  // Runs the model. `inputs`: one view per model input, in model order; buffers
+  // are read in place. `outputs`: indices of the outputs wanted (all when empty).
+  // `out`: empty, or one view per wanted output; a view with a buffer is written
+  // in place (its shape must be the output's), one without is allocated by
+  // onnxruntime. Thread-safe; returns one value per wanted output.
+  std::vector<Ort::Value> run(const std::vector<TensorView>& inputs,
+                              const std::vector<size_t>& outputs = {},
+                              const std::vector<TensorView>& out = {}) const;
+
+  Ort::Session& ort() noexcept { return session_; }
+
+  struct Key {  // only open_*() construct sessions
+   private:
+    Key() = default;
+    friend class Session;
+  };
+  Session(Key, Ort::Session session);
+
+ private:
+  Ort::Value wrap(const TensorView& view, const std::string& what) const;
+
+  mutable Ort::Session session_;  // Run() is thread-safe in onnxruntime
+  std::vector<IOInfo> inputs_;
+  std::vector<IOInfo> outputs_;
+  std::vector<const char*> input_names_;   // point into inputs_[i].name
+  std::vector<const char*> output_names_;  // point into outputs_[i].name
+};
+
+}  // namespace fastort

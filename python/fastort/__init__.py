@@ -1,0 +1,41 @@
+"""fastort: fast, dependable ONNX model serving from Python.
+
+>>> from fastort import Engine
+>>> engine = Engine("model.onnx")
+>>> outputs = engine.run({"x": x})
+"""
+
+from __future__ import annotations
+
+from . import _runtime
+from .engine import Engine, IOSpec
+from .errors import (
+    EngineClosedError,
+    FastortError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+    RunError,
+    RuntimeLoadError,
+    ConfigError,
+)
+from ._runtime import runtime_info
+
+__version__ = "0.1.0"
+
+_runtime.load()
+
+__all__ = [
+    "Engine",
+    "IOSpec",
+    "runtime_info",
+    "FastortError",
+    "RuntimeLoadError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "InvalidInputError",
+    "RunError",
+    "EngineClosedError",
+    "ConfigError",
+    "__version__",
+]

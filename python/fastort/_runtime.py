@@ -1,0 +1,77 @@
+"""Finds libonnxruntime and loads it into fastort's native core.
+
+fastort links no onnxruntime at build time. At import it loads the shared
+library that the installed ``onnxruntime`` (or ``onnxruntime-gpu``) wheel ships,
+privately (RTLD_LOCAL), so the same build works with either, and with the
+``onnxruntime`` Python module imported in the same process.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import re
+from typing import Any, Dict, List
+
+from . import _core
+from .errors import (
+    FastortError,
+    InvalidInputError,
+    ModelLoadError,
+    RunError,
+    RuntimeLoadError,
+)
+
+ENV_VAR = "FASTORT_ORT_LIBRARY"
+_HOW_TO_FIX = (
+    "install a runtime with `pip install onnxruntime` (CPU) or `pip install onnxruntime-gpu` (CUDA), "
+    f"or set {ENV_VAR} to the path of a libonnxruntime shared library"
+)
+
+_core._set_error_types(FastortError, RuntimeLoadError, ModelLoadError, InvalidInputError, RunError)
+
+
+def _version_key(path: str) -> List[int]:
+    return [int(x) for x in re.findall(r"\d+", os.path.basename(path))]
+
+
+def find_library() -> str:
+    """Path of the libonnxruntime to load: ``$FASTORT_ORT_LIBRARY``, else the one
+    inside the installed onnxruntime package (found without importing it)."""
+    override = os.environ.get(ENV_VAR)
+    if override:
+        if not os.path.isfile(override):
+            raise RuntimeLoadError(f"{ENV_VAR}={override} does not name a file; {_HOW_TO_FIX}")
+        return override
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeLoadError(f"the onnxruntime package is not installed; {_HOW_TO_FIX}")
+    found: List[str] = []
+    for location in spec.submodule_search_locations:
+        capi = os.path.join(location, "capi")
+        for pattern in ("libonnxruntime.so*", "libonnxruntime*.dylib", "onnxruntime.dll"):
+            found += glob.glob(os.path.join(capi, pattern))
+    if not found:
+        raise RuntimeLoadError(
+            f"the installed onnxruntime package ({list(spec.submodule_search_locations)}) has no "
+            f"libonnxruntime shared library in capi/; {_HOW_TO_FIX}"
+        )
+    return max(found, key=_version_key)
+
+
+def load() -> None:
+    """Load the runtime once per process (idempotent)."""
+    if not _core.runtime_loaded():
+        _core.load_runtime(find_library())
+
+
+def runtime_info() -> Dict[str, Any]:
+    """What fastort runs on.
+
+    Returns a dict with ``version`` (onnxruntime's), ``api_version`` (the C API
+    version fastort was compiled against), ``library_path`` and ``providers``
+    (the execution providers this runtime offers, in onnxruntime's names).
+    """
+    load()
+    return dict(_core.runtime_info())
