@@ -7,12 +7,19 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <tuple>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "batcher.h"
 #include "errors.h"
+#include "pool.h"
 #include "runtime.h"
 #include "session.h"
 #include "tensor.h"
@@ -27,37 +34,79 @@ namespace {
 // The Python classes of fastort.errors, handed over once at import. Plain
 // handles holding a reference each: they must outlive the interpreter's teardown.
 struct ErrorTypes {
-  py::handle base, runtime_load, model_load, invalid_input, run;
+  py::handle base, runtime_load, model_load, invalid_input, run, queue_full, timeout, closed;
 };
 ErrorTypes g_errors;
 
-void set_error_types(py::object base, py::object runtime_load, py::object model_load, py::object invalid_input,
-                     py::object run) {
-  g_errors = {base.release(), runtime_load.release(), model_load.release(), invalid_input.release(),
-              run.release()};
+void set_error_types(const py::dict& types) {
+  auto get = [&](const char* key) { return py::object(types[key]).release(); };
+  g_errors = {get("base"),      get("runtime_load"), get("model_load"), get("invalid_input"),
+              get("run"),       get("queue_full"),   get("timeout"),    get("closed")};
 }
 
-void raise(py::handle type, PyObject* fallback, const char* what) {
-  PyErr_SetString(type ? type.ptr() : fallback, what);
+// The Python class and message for a C++ exception.
+std::pair<PyObject*, std::string> python_error(std::exception_ptr p) {
+  auto pick = [](py::handle type, PyObject* fallback) { return type ? type.ptr() : fallback; };
+  try {
+    std::rethrow_exception(p);
+  } catch (const InvalidInputError& e) {
+    return {pick(g_errors.invalid_input, PyExc_ValueError), e.what()};
+  } catch (const ModelLoadError& e) {
+    return {pick(g_errors.model_load, PyExc_ValueError), e.what()};
+  } catch (const RunError& e) {
+    return {pick(g_errors.run, PyExc_RuntimeError), e.what()};
+  } catch (const RuntimeLoadError& e) {
+    return {pick(g_errors.runtime_load, PyExc_ImportError), e.what()};
+  } catch (const QueueFullError& e) {
+    return {pick(g_errors.queue_full, PyExc_RuntimeError), e.what()};
+  } catch (const TimeoutError& e) {
+    return {pick(g_errors.timeout, PyExc_TimeoutError), e.what()};
+  } catch (const ClosedError& e) {
+    return {pick(g_errors.closed, PyExc_RuntimeError), e.what()};
+  } catch (const Error& e) {
+    return {pick(g_errors.base, PyExc_RuntimeError), e.what()};
+  } catch (const Ort::Exception& e) {
+    return {pick(g_errors.run, PyExc_RuntimeError), e.what()};
+  } catch (const std::exception& e) {
+    return {pick(g_errors.base, PyExc_RuntimeError), e.what()};
+  }
 }
 
 void translate_errors(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
-  } catch (const InvalidInputError& e) {
-    raise(g_errors.invalid_input, PyExc_ValueError, e.what());
-  } catch (const ModelLoadError& e) {
-    raise(g_errors.model_load, PyExc_ValueError, e.what());
-  } catch (const RunError& e) {
-    raise(g_errors.run, PyExc_RuntimeError, e.what());
-  } catch (const RuntimeLoadError& e) {
-    raise(g_errors.runtime_load, PyExc_ImportError, e.what());
-  } catch (const Error& e) {
-    raise(g_errors.base, PyExc_RuntimeError, e.what());
-  } catch (const Ort::Exception& e) {
-    raise(g_errors.run, PyExc_RuntimeError, e.what());
+  } catch (const Error&) {
+    auto [type, msg] = python_error(p);
+    PyErr_SetString(type, msg.c_str());
+  } catch (const Ort::Exception&) {
+    auto [type, msg] = python_error(p);
+    PyErr_SetString(type, msg.c_str());
   }
 }
+
+// An exception instance (not raised) for a failed request.
+py::object exception_object(std::exception_ptr p) {
+  auto [type, msg] = python_error(p);
+  return py::reinterpret_borrow<py::object>(type)(msg);
+}
+
+// A reference to a Python object that may be dropped on a thread without the GIL.
+class GilRef {
+ public:
+  explicit GilRef(py::object obj) : obj_(obj.release().ptr()) {}
+  GilRef(const GilRef&) = delete;
+  GilRef& operator=(const GilRef&) = delete;
+  ~GilRef() {
+    if (obj_ == nullptr || !Py_IsInitialized()) return;  // at interpreter exit: leak, never crash
+    PyGILState_STATE state = PyGILState_Ensure();
+    Py_DECREF(obj_);
+    PyGILState_Release(state);
+  }
+  py::object get() const { return py::reinterpret_borrow<py::object>(obj_); }
+
+ private:
+  PyObject* obj_;
+};
 
 // ---------------------------------------------------------------- dtypes ----
 
@@ -242,10 +291,7 @@ TensorView view_of_array(py::handle obj, const std::string& what, Held& held) {
 
 // --------------------------------------------------------------- outputs ----
 
-py::object to_python(Ort::Value value);
-
-py::object string_array(const Ort::Value& value, const std::vector<int64_t>& shape) {
-  std::vector<std::string> items = string_contents(value);
+py::object strings_to_array(const std::vector<std::string>& items, const std::vector<int64_t>& shape) {
   std::vector<py::ssize_t> dims(shape.begin(), shape.end());
   py::array result(py::dtype("O"), dims);
   auto** slots = static_cast<PyObject**>(result.mutable_data());
@@ -258,47 +304,69 @@ py::object string_array(const Ort::Value& value, const std::vector<int64_t>& sha
   return std::move(result);
 }
 
-py::object tensor_to_numpy(Ort::Value value) {
-  TensorView view = view_of(value);
-  if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) return string_array(value, view.shape);
+// A numpy array over `view`'s memory that keeps `owner` alive: no copy.
+py::object numpy_view(const TensorView& view, const std::vector<int64_t>* byte_strides, std::shared_ptr<void> owner) {
   py::object dt = dtypes().dtype_of(view.type);
   if (dt.is_none())
-    throw RunError(std::string("output element type ") + element_type_name(view.type) +
-                   " has no numpy equivalent");
-  const size_t item = element_size(view.type);
+    throw RunError(std::string("output element type ") + element_type_name(view.type) + " has no numpy equivalent");
   std::vector<py::ssize_t> dims(view.shape.begin(), view.shape.end());
   std::vector<py::ssize_t> strides(dims.size());
-  py::ssize_t stride = static_cast<py::ssize_t>(item);
-  for (size_t d = dims.size(); d-- > 0;) {
-    strides[d] = stride;
-    stride *= dims[d];
+  if (byte_strides != nullptr) {
+    strides.assign(byte_strides->begin(), byte_strides->end());
+  } else {
+    py::ssize_t stride = static_cast<py::ssize_t>(element_size(view.type));
+    for (size_t d = dims.size(); d-- > 0;) {
+      strides[d] = stride;
+      stride *= dims[d];
+    }
   }
-  if (view.data == nullptr) return py::array(py::reinterpret_borrow<py::dtype>(dt), dims, strides);
-  // The array owns the onnxruntime value: no copy, freed with the last view of it.
-  auto owner = std::make_unique<Ort::Value>(std::move(value));
-  py::capsule base(owner.get(), [](void* p) { std::unique_ptr<Ort::Value> owned(static_cast<Ort::Value*>(p)); });
-  owner.release();
-  return py::array(py::reinterpret_borrow<py::dtype>(dt), dims, strides, view.data, base);
+  auto dtype = py::reinterpret_borrow<py::dtype>(dt);
+  if (view.data == nullptr) return py::array(dtype, dims, strides);
+  auto holder = std::make_unique<std::shared_ptr<void>>(std::move(owner));
+  py::capsule base(holder.get(), [](void* p) { std::unique_ptr<std::shared_ptr<void>> h(static_cast<std::shared_ptr<void>*>(p)); });
+  holder.release();
+  return py::array(dtype, dims, strides, view.data, base);
 }
 
-py::object to_python(Ort::Value value) {
+// Tensors become numpy arrays over onnxruntime's buffer (kept alive by `owner`),
+// string tensors object arrays of str, sequences lists and maps dicts.
+py::object to_python(Ort::Value& value, const std::shared_ptr<void>& owner) {
   if (!value.HasValue()) return py::none();
-  if (value.IsTensor()) return tensor_to_numpy(std::move(value));
+  if (value.IsTensor()) {
+    TensorView view = view_of(value);
+    if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) return strings_to_array(string_contents(value), view.shape);
+    return numpy_view(view, nullptr, owner);
+  }
   const auto kind = value.GetTypeInfo().GetONNXType();
-  std::vector<Ort::Value> parts = elements_of(value);
+  std::vector<py::object> parts;
+  for (Ort::Value& part : elements_of(value)) {
+    auto part_owner = std::make_shared<Ort::Value>(std::move(part));
+    parts.push_back(to_python(*part_owner, part_owner));
+  }
   if (kind == ONNX_TYPE_SEQUENCE) {
     py::list out(parts.size());
-    for (size_t i = 0; i < parts.size(); ++i) out[i] = to_python(std::move(parts[i]));
+    for (size_t i = 0; i < parts.size(); ++i) out[i] = parts[i];
     return std::move(out);
   }
   if (kind == ONNX_TYPE_MAP && parts.size() == 2) {
-    py::list keys = to_python(std::move(parts[0])).attr("tolist")();
-    py::list values = to_python(std::move(parts[1])).attr("tolist")();
+    py::list keys = parts[0].attr("tolist")();
+    py::list values = parts[1].attr("tolist")();
     py::dict out;
     for (size_t i = 0; i < keys.size(); ++i) out[keys[i]] = values[i];
     return std::move(out);
   }
   throw RunError("an output is of a kind fastort cannot convert (not a tensor, sequence or map)");
+}
+
+py::object owned_to_python(Ort::Value&& value) {
+  auto owner = std::make_shared<Ort::Value>(std::move(value));
+  return to_python(*owner, owner);
+}
+
+py::object slice_to_python(OutputSlice& slice) {
+  if (slice.value != nullptr) return to_python(*slice.value, slice.owner);
+  if (slice.is_strings) return strings_to_array(slice.strings, slice.view.shape);
+  return numpy_view(slice.view, &slice.strides, slice.owner);
 }
 
 // --------------------------------------------------------------- session ----
@@ -309,12 +377,101 @@ std::string names_of(const std::vector<IOInfo>& ios) {
   return s.empty() ? "none" : s;
 }
 
-class PySession {
- public:
-  explicit PySession(std::shared_ptr<Session> core) : core_(std::move(core)) {
-    for (const auto& io : core_->inputs()) input_names_.push_back(py::str(io.name));
-    for (const auto& io : core_->outputs()) output_names_.push_back(py::str(io.name));
+// The inputs of one request and the Python arrays they point into; dropped
+// with the GIL wherever the last reference goes.
+struct HeldInputs {
+  std::vector<Held> held;
+  std::vector<TensorView> views;
+  ~HeldInputs() {
+    if (!Py_IsInitialized()) {
+      for (auto& h : held) h.array.release();  // at interpreter exit: leak, never crash
+      return;
+    }
+    PyGILState_STATE state = PyGILState_Ensure();
+    held.clear();
+    PyGILState_Release(state);
   }
+};
+
+struct SyncWaiter {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Outcome outcome;
+};
+
+// Finished asynchronous requests, handed to fastort's completion thread.
+struct Completion {
+  std::shared_ptr<GilRef> token;  // the caller's future
+  Outcome outcome;
+  std::vector<size_t> selected;
+};
+
+class CompletionQueue {
+ public:
+  void push(Completion&& c) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      items_.push_back(std::move(c));
+    }
+    cv_.notify_one();
+  }
+  // Waits up to `timeout` for completions; `closed` is set once close() was
+  // called and everything was handed out.
+  std::vector<Completion> pop(std::chrono::microseconds timeout, bool& closed) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !items_.empty() || closed_; });
+    std::vector<Completion> out(std::make_move_iterator(items_.begin()), std::make_move_iterator(items_.end()));
+    items_.clear();
+    closed = closed_ && out.empty();
+    return out;
+  }
+  void close() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Completion> items_;
+  bool closed_ = false;
+};
+
+Clock::time_point deadline_after(double timeout_s) {
+  if (!(timeout_s > 0) || timeout_s > 1e9) return Clock::time_point::max();
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+}
+
+class PyEngine {
+ public:
+  explicit PyEngine(std::shared_ptr<SessionPool> pool) : pool_(std::move(pool)) {
+    for (const auto& io : pool_->front().inputs()) input_names_.push_back(py::str(io.name));
+    for (const auto& io : pool_->front().outputs()) output_names_.push_back(py::str(io.name));
+  }
+
+  ~PyEngine() {
+    if (batcher_) {
+      py::gil_scoped_release release;  // workers may need the GIL to drop Python references
+      batcher_->close(true);
+    }
+  }
+
+  const Session& core() const { return pool_->front(); }
+  size_t replicas() const { return pool_->size(); }
+
+  // Turns on the batcher (also the scheduler behind submit() when max_batch_size is 1).
+  void start_batcher(const BatcherOptions& options) {
+    if (batcher_) throw Error("the batcher is already running");
+    batcher_ = std::make_unique<Batcher>(pool_, options);
+    completions_ = std::make_shared<CompletionQueue>();
+  }
+  bool has_batcher() const { return batcher_ != nullptr; }
+  bool batching() const { return batcher_ && batcher_->batching() && batcher_->options().max_batch_size > 1; }
+  std::string unbatchable_reason() const { return batcher_ ? batcher_->unbatchable_reason() : ""; }
 
   py::list io_list(const std::vector<IOInfo>& ios) const {
     py::list out;
@@ -332,11 +489,171 @@ class PySession {
     return out;
   }
 
-  py::dict run(py::handle inputs, py::handle outputs, py::handle out) const {
-    const auto& ins = core_->inputs();
-    const size_t n = ins.size();
+  py::dict run(py::handle inputs, py::handle outputs, py::handle out, double timeout_s, int priority) const {
+    if (batcher_ && out.is_none() && batching()) return run_queued(inputs, outputs, timeout_s, priority);
+    const size_t n = core().inputs().size();
     std::vector<Held> held(n);
     std::vector<TensorView> views(n);
+    parse_inputs(inputs, held, views);
+    std::vector<size_t> selected = select_outputs(outputs);
+    std::vector<py::object> out_arrays(selected.size());
+    std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
+    std::vector<Ort::Value> results;
+    {
+      py::gil_scoped_release release;
+      results = pool_->run(views, selected, out_views);
+    }
+    py::dict result;
+    for (size_t k = 0; k < selected.size(); ++k)
+      result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : owned_to_python(std::move(results[k]));
+    return result;
+  }
+
+  // Queues a request; `token` (a future) comes back from pop_completions().
+  uint64_t submit(py::handle inputs, py::handle outputs, py::object token, double timeout_s, int priority) {
+    require_batcher();
+    auto held = std::make_shared<HeldInputs>();
+    std::vector<size_t> selected = prepare(inputs, outputs, *held);
+    Request request;
+    request.inputs = held->views;
+    request.deadline = deadline_after(timeout_s);
+    request.priority = priority;
+    request.keepalive = held;
+    auto tok = std::make_shared<GilRef>(std::move(token));
+    request.done = [queue = completions_, tok, selected](Outcome&& outcome) {
+      queue->push(Completion{tok, std::move(outcome), selected});
+    };
+    return batcher_->submit(std::move(request));
+  }
+
+  bool cancel(uint64_t id) { return batcher_ && batcher_->cancel(id); }
+
+  // [(token, result dict or None, exception or None)], or None once closed and drained.
+  py::object pop_completions(double timeout_s) {
+    require_batcher();
+    bool closed = false;
+    std::vector<Completion> done;
+    {
+      py::gil_scoped_release release;
+      done = completions_->pop(std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6)), closed);
+    }
+    if (closed) return py::none();
+    py::list out;
+    for (auto& c : done) {
+      py::object result = py::none(), error = py::none();
+      if (c.outcome.error) {
+        error = exception_object(c.outcome.error);
+      } else {
+        try {
+          result = outcome_dict(c.outcome, c.selected);
+        } catch (py::error_already_set& e) {
+          error = e.value();
+        } catch (...) {
+          error = exception_object(std::current_exception());
+        }
+      }
+      out.append(py::make_tuple(c.token->get(), result, error));
+    }
+    return std::move(out);
+  }
+
+  void close(bool drain) {
+    if (!batcher_) return;
+    {
+      py::gil_scoped_release release;
+      batcher_->close(drain);
+    }
+    completions_->close();
+  }
+
+  py::dict stats() const {
+    py::dict d;
+    if (!batcher_) return d;
+    BatcherStats s = batcher_->stats();
+    py::dict hist;
+    for (size_t n = 0; n < s.batch_rows_histogram.size(); ++n)
+      if (s.batch_rows_histogram[n]) hist[py::int_(n)] = s.batch_rows_histogram[n];
+    d["requests"] = s.requests;
+    d["rows"] = s.rows;
+    d["batches"] = s.batches;
+    d["failed"] = s.failed;
+    d["timed_out"] = s.timed_out;
+    d["cancelled"] = s.cancelled;
+    d["rejected"] = s.rejected;
+    d["batch_size_histogram"] = hist;
+    d["mean_batch_size"] = s.batches ? static_cast<double>(s.rows) / static_cast<double>(s.batches) : 0.0;
+    d["queue_requests"] = s.queue_requests;
+    d["queue_rows"] = s.queue_rows;
+    d["in_flight_batches"] = s.in_flight_batches;
+    d["latency_p50_us"] = s.latency_p50_us;
+    d["latency_p90_us"] = s.latency_p90_us;
+    d["latency_p99_us"] = s.latency_p99_us;
+    d["elapsed_s"] = s.elapsed_s;
+    d["rows_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.rows) / s.elapsed_s : 0.0;
+    d["requests_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.requests) / s.elapsed_s : 0.0;
+    return d;
+  }
+
+  void reset_stats() {
+    if (batcher_) batcher_->reset_stats();
+  }
+
+ private:
+  void require_batcher() const {
+    if (!batcher_) throw Error("this engine has no request queue (internal: start_batcher was not called)");
+  }
+
+  std::vector<size_t> prepare(py::handle inputs, py::handle outputs, HeldInputs& held) const {
+    const size_t n = core().inputs().size();
+    held.held.resize(n);
+    held.views.resize(n);
+    parse_inputs(inputs, held.held, held.views);
+    return select_outputs(outputs);
+  }
+
+  py::dict outcome_dict(Outcome& outcome, const std::vector<size_t>& selected) const {
+    py::dict result;
+    for (size_t idx : selected) result[output_names_[idx]] = slice_to_python(outcome.outputs.at(idx));
+    return result;
+  }
+
+  // Runs through the batcher and waits, GIL released; Ctrl-C cancels a queued request.
+  py::dict run_queued(py::handle inputs, py::handle outputs, double timeout_s, int priority) const {
+    auto held = std::make_shared<HeldInputs>();
+    std::vector<size_t> selected = prepare(inputs, outputs, *held);
+    auto waiter = std::make_shared<SyncWaiter>();
+    Request request;
+    request.inputs = held->views;
+    request.deadline = deadline_after(timeout_s);
+    request.priority = priority;
+    request.keepalive = held;
+    request.done = [waiter](Outcome&& outcome) {
+      {
+        std::lock_guard<std::mutex> lock(waiter->mu);
+        waiter->outcome = std::move(outcome);
+        waiter->done = true;
+      }
+      waiter->cv.notify_all();
+    };
+    const uint64_t id = batcher_->submit(std::move(request));
+    for (bool done = false; !done;) {
+      {
+        py::gil_scoped_release release;
+        std::unique_lock<std::mutex> lock(waiter->mu);
+        done = waiter->cv.wait_for(lock, std::chrono::milliseconds(50), [&] { return waiter->done; });
+      }
+      if (!done && PyErr_CheckSignals() != 0) {
+        batcher_->cancel(id);  // a request already running completes unseen
+        throw py::error_already_set();
+      }
+    }
+    if (waiter->outcome.error) std::rethrow_exception(waiter->outcome.error);
+    return outcome_dict(waiter->outcome, selected);
+  }
+
+  void parse_inputs(py::handle inputs, std::vector<Held>& held, std::vector<TensorView>& views) const {
+    const auto& ins = core().inputs();
+    const size_t n = ins.size();
     if (PyDict_Check(inputs.ptr())) {
       size_t found = 0;
       std::string missing;
@@ -354,7 +671,7 @@ class PySession {
         std::string unknown;
         for (auto kv : py::reinterpret_borrow<py::dict>(inputs)) {
           const std::string key = py::str(kv.first);
-          if (!py::isinstance<py::str>(kv.first) || core_->input_index(key) < 0)
+          if (!py::isinstance<py::str>(kv.first) || core().input_index(key) < 0)
             unknown += (unknown.empty() ? "'" : ", '") + key + "'";
         }
         std::string msg;
@@ -375,84 +692,102 @@ class PySession {
       throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
                               names_of(ins) + "), got " + type_name(inputs));
     }
-
-    // Which outputs, and which of them go into caller buffers.
-    const auto& outs = core_->outputs();
-    std::vector<size_t> selected;
-    if (!outputs.is_none()) {
-      if (py::isinstance<py::str>(outputs)) throw InvalidInputError("outputs must be a list of output names, not a str");
-      for (py::handle name : outputs) {
-        const std::string s = py::str(name);
-        const auto idx = core_->output_index(s);
-        if (idx < 0 || !py::isinstance<py::str>(name))
-          throw InvalidInputError("unknown output '" + s + "' (model outputs: " + names_of(outs) + ")");
-        selected.push_back(static_cast<size_t>(idx));
-      }
-    } else {
-      for (size_t k = 0; k < outs.size(); ++k) selected.push_back(k);
-    }
-    std::vector<TensorView> out_views;
-    std::vector<py::object> out_arrays(selected.size());
-    if (!out.is_none()) {
-      if (!PyDict_Check(out.ptr())) throw InvalidInputError("out must be a dict of output name -> numpy array");
-      out_views.resize(selected.size());
-      for (auto kv : py::reinterpret_borrow<py::dict>(out)) {
-        const std::string key = py::str(kv.first);
-        const auto idx = core_->output_index(key);
-        size_t k = 0;
-        while (k < selected.size() && static_cast<std::ptrdiff_t>(selected[k]) != idx) ++k;
-        if (idx < 0 || k == selected.size())
-          throw InvalidInputError("out has a buffer for '" + key + "', which is not a requested output (" +
-                                  names_of(outs) + ")");
-        const std::string what = "output buffer for '" + key + "'";
-        if (!py::isinstance<py::array>(kv.second))
-          throw InvalidInputError(what + ": expected a numpy.ndarray, got " + type_name(kv.second));
-        auto arr = py::reinterpret_borrow<py::array>(kv.second);
-        if (!(arr.flags() & py::array::c_style) || !arr.writeable() ||
-            (arr.dtype().byteorder() == '>' && arr.itemsize() > 1))
-          throw InvalidInputError(what + " must be a writeable, C-contiguous array in native byte order");
-        TensorView v;
-        v.type = dtypes().type_of(arr.dtype());
-        v.data = arr.mutable_data();
-        for (py::ssize_t d = 0; d < arr.ndim(); ++d) v.shape.push_back(static_cast<int64_t>(arr.shape(d)));
-        core_->check_output_buffer(static_cast<size_t>(idx), v);
-        out_views[k] = std::move(v);
-        out_arrays[k] = arr;
-      }
-    }
-
-    std::vector<Ort::Value> results;
-    {
-      py::gil_scoped_release release;
-      results = core_->run(views, selected, out_views);
-    }
-    py::dict result;
-    for (size_t k = 0; k < selected.size(); ++k) {
-      result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : to_python(std::move(results[k]));
-    }
-    return result;
   }
 
-  const Session& core() const { return *core_; }
+  std::vector<size_t> select_outputs(py::handle outputs) const {
+    const auto& outs = core().outputs();
+    std::vector<size_t> selected;
+    if (outputs.is_none()) {
+      for (size_t k = 0; k < outs.size(); ++k) selected.push_back(k);
+      return selected;
+    }
+    if (py::isinstance<py::str>(outputs)) throw InvalidInputError("outputs must be a list of output names, not a str");
+    for (py::handle name : outputs) {
+      const std::string s = py::str(name);
+      const auto idx = core().output_index(s);
+      if (idx < 0 || !py::isinstance<py::str>(name))
+        throw InvalidInputError("unknown output '" + s + "' (model outputs: " + names_of(outs) + ")");
+      selected.push_back(static_cast<size_t>(idx));
+    }
+    return selected;
+  }
 
- private:
-  std::shared_ptr<Session> core_;
+  std::vector<TensorView> parse_out(py::handle out, const std::vector<size_t>& selected,
+                                    std::vector<py::object>& out_arrays) const {
+    std::vector<TensorView> out_views;
+    if (out.is_none()) return out_views;
+    const auto& outs = core().outputs();
+    if (!PyDict_Check(out.ptr())) throw InvalidInputError("out must be a dict of output name -> numpy array");
+    out_views.resize(selected.size());
+    for (auto kv : py::reinterpret_borrow<py::dict>(out)) {
+      const std::string key = py::str(kv.first);
+      const auto idx = core().output_index(key);
+      size_t k = 0;
+      while (k < selected.size() && static_cast<std::ptrdiff_t>(selected[k]) != idx) ++k;
+      if (idx < 0 || k == selected.size())
+        throw InvalidInputError("out has a buffer for '" + key + "', which is not a requested output (" +
+                                names_of(outs) + ")");
+      const std::string what = "output buffer for '" + key + "'";
+      if (!py::isinstance<py::array>(kv.second))
+        throw InvalidInputError(what + ": expected a numpy.ndarray, got " + type_name(kv.second));
+      auto arr = py::reinterpret_borrow<py::array>(kv.second);
+      if (!(arr.flags() & py::array::c_style) || !arr.writeable() ||
+          (arr.dtype().byteorder() == '>' && arr.itemsize() > 1))
+        throw InvalidInputError(what + " must be a writeable, C-contiguous array in native byte order");
+      TensorView v;
+      v.type = dtypes().type_of(arr.dtype());
+      v.data = arr.mutable_data();
+      for (py::ssize_t d = 0; d < arr.ndim(); ++d) v.shape.push_back(static_cast<int64_t>(arr.shape(d)));
+      core().check_output_buffer(static_cast<size_t>(idx), v);
+      out_views[k] = std::move(v);
+      out_arrays[k] = arr;
+    }
+    return out_views;
+  }
+
+  std::shared_ptr<SessionPool> pool_;
+  std::unique_ptr<Batcher> batcher_;
+  std::shared_ptr<CompletionQueue> completions_;
   std::vector<py::str> input_names_;
   std::vector<py::str> output_names_;
 };
 
-SessionOptions make_options(const std::vector<std::string>& providers, int intra, int inter, int graph_opt,
-                            int exec_mode, int log_level,
-                            const std::vector<std::pair<std::string, std::string>>& config) {
-  SessionOptions o;
-  o.providers = providers;
-  o.intra_op_threads = intra;
-  o.inter_op_threads = inter;
-  o.graph_optimization = static_cast<GraphOptimizationLevel>(graph_opt);
-  o.execution_mode = static_cast<ExecutionMode>(exec_mode);
-  o.log_level = log_level;
-  o.config = config;
-  return o;
+SessionOptions make_options(const py::dict& o) {
+  SessionOptions so;
+  so.providers = o["providers"].cast<std::vector<std::string>>();
+  so.intra_op_threads = o["intra_op_threads"].cast<int>();
+  so.inter_op_threads = o["inter_op_threads"].cast<int>();
+  so.use_global_thread_pools = o["use_global_thread_pools"].cast<bool>();
+  so.graph_optimization = static_cast<GraphOptimizationLevel>(o["graph_optimization"].cast<int>());
+  so.execution_mode = static_cast<ExecutionMode>(o["execution_mode"].cast<int>());
+  so.log_level = o["log_level"].cast<int>();
+  so.config = o["config"].cast<std::vector<std::pair<std::string, std::string>>>();
+  return so;
+}
+
+// Opens `replicas` sessions of a model given as a path (str) or bytes.
+std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& options) {
+  SessionOptions so = make_options(options);
+  const size_t replicas = options["replicas"].cast<size_t>();
+  const bool share = options["share_weights"].cast<bool>();
+  ModelSource source;
+  py::object keep = model;  // bytes stay referenced (and immutable) while loading
+  if (py::isinstance<py::bytes>(model)) {
+    char* buffer = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_AsStringAndSize(model.ptr(), &buffer, &size) != 0) throw py::error_already_set();
+    source.data = buffer;
+    source.size = static_cast<size_t>(size);
+    if (size == 0) throw ModelLoadError("cannot load model bytes: the model is empty (0 bytes)");
+  } else {
+    source.path = model.cast<std::string>();
+  }
+  std::shared_ptr<SessionPool> pool;
+  {
+    py::gil_scoped_release release;
+    pool = SessionPool::open(source, so, replicas, share);
+  }
+  return std::make_shared<PyEngine>(std::move(pool));
 }
 
 }  // namespace
@@ -469,44 +804,54 @@ PYBIND11_MODULE(_core, m) {
   m.def("runtime_loaded", &Runtime::is_loaded);
   m.def("runtime_info", []() {
     RuntimeInfo info = Runtime::get().info();
+    GlobalThreadOptions threads = Runtime::get().global_threads();
     py::dict d;
     d["version"] = info.version;
     d["api_version"] = info.api_version_compiled;
     d["library_path"] = info.library_path;
     d["providers"] = info.providers;
+    d["global_intra_op_threads"] = threads.intra_op_threads;
+    d["global_inter_op_threads"] = threads.inter_op_threads;
     return d;
   });
+  m.def(
+      "configure_global_threads",
+      [](int intra, int inter, bool spinning) {
+        Runtime::get().configure_global_threads(GlobalThreadOptions{intra, inter, spinning});
+      },
+      py::arg("intra_op_threads"), py::arg("inter_op_threads"), py::arg("allow_spinning"));
 
-  py::class_<PySession, std::shared_ptr<PySession>>(m, "Session")
-      .def_static(
-          "open_file",
-          [](const std::string& path, const std::vector<std::string>& providers, int intra, int inter, int graph_opt,
-             int exec_mode, int log_level, const std::vector<std::pair<std::string, std::string>>& config) {
-            SessionOptions o = make_options(providers, intra, inter, graph_opt, exec_mode, log_level, config);
-            std::shared_ptr<Session> s;
-            {
-              py::gil_scoped_release release;
-              s = Session::open_file(path, o);
-            }
-            return std::make_shared<PySession>(std::move(s));
-          })
-      .def_static(
-          "open_bytes",
-          [](const py::bytes& data, const std::vector<std::string>& providers, int intra, int inter, int graph_opt,
-             int exec_mode, int log_level, const std::vector<std::pair<std::string, std::string>>& config) {
-            SessionOptions o = make_options(providers, intra, inter, graph_opt, exec_mode, log_level, config);
-            char* buffer = nullptr;
-            Py_ssize_t size = 0;
-            if (PyBytes_AsStringAndSize(data.ptr(), &buffer, &size) != 0) throw py::error_already_set();
-            std::shared_ptr<Session> s;
-            {
-              py::gil_scoped_release release;  // `data` is immutable and held by the caller
-              s = Session::open_bytes(buffer, static_cast<size_t>(size), o);
-            }
-            return std::make_shared<PySession>(std::move(s));
-          })
-      .def_property_readonly("inputs", [](const PySession& s) { return s.io_list(s.core().inputs()); })
-      .def_property_readonly("outputs", [](const PySession& s) { return s.io_list(s.core().outputs()); })
-      .def("run", &PySession::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
-           "Run the model; returns a dict of output name -> value.");
+  py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
+      .def_static("open", &open_engine, py::arg("model"), py::arg("options"))
+      .def_property_readonly("inputs", [](const PyEngine& e) { return e.io_list(e.core().inputs()); })
+      .def_property_readonly("outputs", [](const PyEngine& e) { return e.io_list(e.core().outputs()); })
+      .def_property_readonly("replicas", &PyEngine::replicas)
+      .def_property_readonly("has_batcher", &PyEngine::has_batcher)
+      .def_property_readonly("batching", &PyEngine::batching)
+      .def_property_readonly("unbatchable_reason", &PyEngine::unbatchable_reason)
+      .def(
+          "start_batcher",
+          [](PyEngine& e, size_t max_batch_size, double max_delay_us, size_t max_queue, size_t max_queue_rows,
+             size_t batch_axis, int priority_levels, const std::vector<std::tuple<size_t, size_t, double>>& padding) {
+            BatcherOptions o;
+            o.max_batch_size = max_batch_size;
+            o.max_delay = std::chrono::microseconds(static_cast<int64_t>(max_delay_us));
+            o.max_queue_requests = max_queue;
+            o.max_queue_rows = max_queue_rows;
+            o.batch_axis = batch_axis;
+            o.priority_levels = priority_levels;
+            for (const auto& [input, dim, value] : padding) o.padding.push_back(PadSpec{input, dim, value});
+            e.start_batcher(o);
+          },
+          py::arg("max_batch_size"), py::arg("max_delay_us"), py::arg("max_queue"), py::arg("max_queue_rows"),
+          py::arg("batch_axis"), py::arg("priority_levels"), py::arg("padding"))
+      .def("run", &PyEngine::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
+           py::arg("timeout") = 0.0, py::arg("priority") = 0, "Run the model; returns a dict of output name -> value.")
+      .def("submit", &PyEngine::submit, py::arg("inputs"), py::arg("outputs"), py::arg("token"),
+           py::arg("timeout") = 0.0, py::arg("priority") = 0)
+      .def("cancel", &PyEngine::cancel, py::arg("id"))
+      .def("pop_completions", &PyEngine::pop_completions, py::arg("timeout"))
+      .def("close", &PyEngine::close, py::arg("drain") = true)
+      .def("stats", &PyEngine::stats)
+      .def("reset_stats", &PyEngine::reset_stats);
 }

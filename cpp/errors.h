@@ -38,3 +38,25 @@ class RunError : public Error {
 };
 
 }  // namespace fastort
+
+namespace fastort {
+
+// The batcher's queue is at its limit; the request was not accepted.
+class QueueFullError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The request's deadline passed before it could run; it was never run.
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The engine (or batcher) was closed before the request could run.
+class ClosedError : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace fastort

@@ -14,7 +14,7 @@ std::mutex g_mutex;
 Runtime* g_runtime = nullptr;  // set once; deliberately never destroyed (see load())
 
 std::string fix_hint() {
-  return "install a runtime with `pip install onnxruntime` (or onnxruntime-gpu), "
+  return "install or upgrade the runtime with `pip install -U onnxruntime` (or onnxruntime-gpu), "
          "or point FASTORT_ORT_LIBRARY at a libonnxruntime.so of version 1." +
          std::to_string(ORT_API_VERSION) + " or newer";
 }
@@ -25,7 +25,6 @@ Runtime::Runtime(Key, std::string path, void* handle, std::string version)
     : path_(std::move(path)),
       handle_(handle),
       version_(std::move(version)),
-      env_(ORT_LOGGING_LEVEL_WARNING, "fastort"),
       cpu_memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
       allocator_(nullptr) {
   Ort::ThrowOnError(Ort::GetApi().GetAllocatorWithDefaultOptions(&allocator_));
@@ -70,6 +69,30 @@ Runtime& Runtime::load(const std::string& path) {
     throw RuntimeLoadError(std::string("onnxruntime failed to initialise: ") + e.what());
   }
   return *g_runtime;
+}
+
+Ort::Env& Runtime::env() {
+  std::lock_guard<std::mutex> lock(env_mutex_);
+  if (!env_) {
+    Ort::ThreadingOptions threading;
+    threading.SetGlobalIntraOpNumThreads(threads_.intra_op_threads);
+    threading.SetGlobalInterOpNumThreads(threads_.inter_op_threads);
+    threading.SetGlobalSpinControl(threads_.allow_spinning ? 1 : 0);
+    env_ = std::make_unique<Ort::Env>(threading, ORT_LOGGING_LEVEL_WARNING, "fastort");
+  }
+  return *env_;
+}
+
+void Runtime::configure_global_threads(const GlobalThreadOptions& options) {
+  std::lock_guard<std::mutex> lock(env_mutex_);
+  if (env_) throw Error("onnxruntime's global thread pools already exist: configure them before the first engine");
+  if (options.intra_op_threads < 0 || options.inter_op_threads < 0) throw Error("thread counts must be >= 0");
+  threads_ = options;
+}
+
+GlobalThreadOptions Runtime::global_threads() const {
+  std::lock_guard<std::mutex> lock(env_mutex_);
+  return threads_;
 }
 
 Runtime& Runtime::get() {

@@ -8,6 +8,8 @@
 
 #include <onnxruntime_cxx_api.h>
 
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,14 @@ struct RuntimeInfo {
   std::string library_path;    // the file that was loaded
   int api_version_compiled;    // ORT_API_VERSION of the headers fastort was built with
   std::vector<std::string> providers;  // execution providers this runtime offers
+};
+
+// onnxruntime's process-wide thread pools, which sessions opened with
+// SessionOptions::use_global_thread_pools share instead of owning their own.
+struct GlobalThreadOptions {
+  int intra_op_threads = 0;  // 0: one per core
+  int inter_op_threads = 0;
+  bool allow_spinning = false;  // idle pool threads sleep instead of spinning
 };
 
 class Runtime {
@@ -34,7 +44,12 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  Ort::Env& env() noexcept { return env_; }
+  // The onnxruntime environment, created on first use with global thread pools
+  // configured by configure_global_threads().
+  Ort::Env& env();
+  // Sets the global pools' sizes; only before the first session. Throws Error after.
+  void configure_global_threads(const GlobalThreadOptions& options);
+  GlobalThreadOptions global_threads() const;
   OrtAllocator* allocator() const noexcept { return allocator_; }
   const OrtMemoryInfo* cpu_memory() const noexcept { return cpu_memory_; }
   RuntimeInfo info() const;
@@ -50,7 +65,9 @@ class Runtime {
   std::string path_;
   void* handle_;  // dlopen handle; never closed: onnxruntime does not support unloading
   std::string version_;
-  Ort::Env env_;
+  mutable std::mutex env_mutex_;
+  std::unique_ptr<Ort::Env> env_;
+  GlobalThreadOptions threads_;
   Ort::MemoryInfo cpu_memory_;
   OrtAllocator* allocator_;  // onnxruntime's default CPU allocator (not owned)
 };

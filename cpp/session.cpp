@@ -10,8 +10,12 @@ namespace {
 
 Ort::SessionOptions make_options(const SessionOptions& o) {
   Ort::SessionOptions so;
-  if (o.intra_op_threads > 0) so.SetIntraOpNumThreads(o.intra_op_threads);
-  if (o.inter_op_threads > 0) so.SetInterOpNumThreads(o.inter_op_threads);
+  if (o.use_global_thread_pools) {
+    so.DisablePerSessionThreads();
+  } else {
+    if (o.intra_op_threads > 0) so.SetIntraOpNumThreads(o.intra_op_threads);
+    if (o.inter_op_threads > 0) so.SetInterOpNumThreads(o.inter_op_threads);
+  }
   so.SetGraphOptimizationLevel(o.graph_optimization);
   so.SetExecutionMode(o.execution_mode);
   so.SetLogSeverityLevel(o.log_level);
@@ -54,15 +58,22 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
 
 }  // namespace
 
-std::shared_ptr<Session> Session::open_file(const std::string& path, const SessionOptions& options) {
-  return open([&](Ort::SessionOptions& so) { return Ort::Session(Runtime::get().env(), path.c_str(), so); },
+std::shared_ptr<Session> Session::open_file(const std::string& path, const SessionOptions& options,
+                                            OrtPrepackedWeightsContainer* prepacked) {
+  return open([&](Ort::SessionOptions& so) {
+                return prepacked ? Ort::Session(Runtime::get().env(), path.c_str(), so, prepacked)
+                                 : Ort::Session(Runtime::get().env(), path.c_str(), so);
+              },
               options, "model file '" + path + "'");
 }
 
 std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, const SessionOptions& options,
-                                             const std::string& label) {
+                                             const std::string& label, OrtPrepackedWeightsContainer* prepacked) {
   if (size == 0) throw ModelLoadError("cannot load " + label + ": the model is empty (0 bytes)");
-  return open([&](Ort::SessionOptions& so) { return Ort::Session(Runtime::get().env(), data, size, so); },
+  return open([&](Ort::SessionOptions& so) {
+                return prepacked ? Ort::Session(Runtime::get().env(), data, size, so, prepacked)
+                                 : Ort::Session(Runtime::get().env(), data, size, so);
+              },
               options, label);
 }
 

@@ -18,6 +18,9 @@ struct SessionOptions {
   // onnxruntime provider names in priority order ("CPUExecutionProvider", ...).
   std::vector<std::string> providers{"CPUExecutionProvider"};
   int intra_op_threads = 0;  // 0: onnxruntime's default (one per core)
+  // Run on onnxruntime's process-wide pools (Runtime::configure_global_threads)
+  // instead of pools of this session's own; the thread counts above are then unused.
+  bool use_global_thread_pools = false;
   int inter_op_threads = 0;
   GraphOptimizationLevel graph_optimization = ORT_ENABLE_ALL;
   ExecutionMode execution_mode = ORT_SEQUENTIAL;
@@ -30,10 +33,14 @@ class Session {
  public:
   // Loads a model file (external data is resolved next to it) or serialized bytes.
   // Throws ModelLoadError naming `path` / `label` and onnxruntime's reason.
-  static std::shared_ptr<Session> open_file(const std::string& path, const SessionOptions& options);
+  // `prepacked`, when given, is shared with other sessions of the same model so
+  // that weights onnxruntime prepacks are held once.
+  static std::shared_ptr<Session> open_file(const std::string& path, const SessionOptions& options,
+                                            OrtPrepackedWeightsContainer* prepacked = nullptr);
   static std::shared_ptr<Session> open_bytes(const void* data, size_t size,
                                              const SessionOptions& options,
-                                             const std::string& label = "model bytes");
+                                             const std::string& label = "model bytes",
+                                             OrtPrepackedWeightsContainer* prepacked = nullptr);
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import _runtime
-from .engine import Engine, IOSpec
+from .engine import BatchConfig, Engine, IOSpec
 from .errors import (
     EngineClosedError,
     FastortError,
@@ -18,8 +18,10 @@ from .errors import (
     RunError,
     RuntimeLoadError,
     ConfigError,
+    QueueFullError,
+    RequestTimeoutError,
 )
-from ._runtime import runtime_info
+from ._runtime import configure_global_threads, runtime_info
 
 __version__ = "0.1.0"
 
@@ -28,7 +30,9 @@ _runtime.load()
 __all__ = [
     "Engine",
     "IOSpec",
+    "BatchConfig",
     "runtime_info",
+    "configure_global_threads",
     "FastortError",
     "RuntimeLoadError",
     "ModelLoadError",
@@ -37,5 +41,7 @@ __all__ = [
     "RunError",
     "EngineClosedError",
     "ConfigError",
+    "QueueFullError",
+    "RequestTimeoutError",
     "__version__",
 ]

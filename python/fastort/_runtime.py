@@ -16,9 +16,12 @@ from typing import Any, Dict, List
 
 from . import _core
 from .errors import (
+    EngineClosedError,
     FastortError,
     InvalidInputError,
     ModelLoadError,
+    QueueFullError,
+    RequestTimeoutError,
     RunError,
     RuntimeLoadError,
 )
@@ -29,7 +32,18 @@ _HOW_TO_FIX = (
     f"or set {ENV_VAR} to the path of a libonnxruntime shared library"
 )
 
-_core._set_error_types(FastortError, RuntimeLoadError, ModelLoadError, InvalidInputError, RunError)
+_core._set_error_types(
+    {
+        "base": FastortError,
+        "runtime_load": RuntimeLoadError,
+        "model_load": ModelLoadError,
+        "invalid_input": InvalidInputError,
+        "run": RunError,
+        "queue_full": QueueFullError,
+        "timeout": RequestTimeoutError,
+        "closed": EngineClosedError,
+    }
+)
 
 
 def _version_key(path: str) -> List[int]:
@@ -75,3 +89,14 @@ def runtime_info() -> Dict[str, Any]:
     """
     load()
     return dict(_core.runtime_info())
+
+
+def configure_global_threads(
+    intra_op_threads: int = 0, inter_op_threads: int = 0, allow_spinning: bool = False
+) -> None:
+    """Size onnxruntime's process-wide thread pools, which engines created with
+    ``use_global_thread_pool=True`` share (one pool for all replicas instead of
+    one per replica). Call it before the first Engine; 0 means one per core.
+    Spinning is off by default: idle pool threads sleep instead of burning a core."""
+    load()
+    _core.configure_global_threads(int(intra_op_threads), int(inter_op_threads), bool(allow_spinning))

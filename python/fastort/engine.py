@@ -6,10 +6,27 @@ come back as numpy arrays that own onnxruntime's buffers. Neither is copied.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import numpy as np
 
@@ -19,10 +36,11 @@ from .errors import ConfigError, EngineClosedError, ModelLoadError, ModelNotFoun
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["Engine", "IOSpec", "ModelLike", "Dim"]
+__all__ = ["Engine", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs"]
 
 ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "onnx.ModelProto"]
 Dim = Union[int, str, None]
+Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
 
 #: Short provider names accepted next to onnxruntime's full ones.
 PROVIDER_ALIASES: Dict[str, str] = {
@@ -96,6 +114,38 @@ def _threads(value: Optional[int], what: str) -> int:
     return value
 
 
+@dataclass(frozen=True)
+class BatchConfig:
+    """Dynamic batching settings (see :class:`Engine`).
+
+    Attributes:
+        max_batch_size: most rows in one batch.
+        max_delay_us: longest time the oldest queued request waits for a batch
+            to fill. A request is dispatched at once when no batch is running.
+        max_queue: most queued requests; beyond it ``QueueFullError`` (0: no limit).
+        max_queue_rows: most queued rows (0: no limit).
+        batch_axis: the axis requests are stacked along.
+        priority_levels: number of priority levels; 0 is the most urgent.
+        padding: ``{input name: {dim: pad value}}``: requests that differ in that
+            dim are batched together, padded to the longest; outputs whose dim
+            has the same symbolic name are cut back to each request's length.
+    """
+
+    max_batch_size: int = 32
+    max_delay_us: int = 2000
+    max_queue: int = 1024
+    max_queue_rows: int = 0
+    batch_axis: int = 0
+    priority_levels: int = 1
+    padding: Mapping[str, Mapping[int, float]] = field(default_factory=dict)
+
+
+def _int_option(value: Any, what: str, minimum: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
 class Engine:
     """Runs one ONNX model with onnxruntime through fastort's C++ core.
 
@@ -104,15 +154,25 @@ class Engine:
             the serialized model as ``bytes``, or an ``onnx.ModelProto``.
         providers: execution providers in priority order; short names
             (``"cpu"``, ``"cuda"``) or onnxruntime's (``"CPUExecutionProvider"``).
-        intra_op_threads: threads inside one operator (0: one per core).
+        intra_op_threads: threads inside one operator, per replica (0: onnxruntime's
+            default of one per core; with several replicas, cores / replicas).
         inter_op_threads: threads across operators in parallel mode (0: default).
         graph_optimization: ``"disable"``, ``"basic"``, ``"extended"``, ``"layout"`` or ``"all"``.
         execution_mode: ``"sequential"`` or ``"parallel"``.
         log_level: onnxruntime's log level for this session: ``"verbose"`` ... ``"fatal"``.
         session_config: extra onnxruntime session config entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}``.
+        replicas: onnxruntime sessions of the model that serve requests in
+            parallel; they share onnxruntime's prepacked weights.
+        use_global_thread_pool: run every replica on onnxruntime's process-wide
+            thread pools (see :func:`fastort.configure_global_threads`) instead of
+            pools of their own.
+        max_batch_size, max_delay_us, max_queue, max_queue_rows, batch_axis,
+        priority_levels, padding: giving ``max_batch_size`` (or ``batching``)
+            turns dynamic batching on; see :class:`BatchConfig`.
+        batching: a :class:`BatchConfig` instead of the separate keywords.
 
-    Thread-safe: several threads may call :meth:`run` at once.
+    Thread-safe: any number of threads may call :meth:`run` and :meth:`submit`.
     """
 
     def __init__(
@@ -126,45 +186,97 @@ class Engine:
         execution_mode: Union[str, int] = "sequential",
         log_level: Union[str, int] = "warning",
         session_config: Optional[Mapping[str, str]] = None,
+        replicas: int = 1,
+        use_global_thread_pool: bool = False,
+        share_weights: bool = True,
+        max_batch_size: Optional[int] = None,
+        max_delay_us: int = 2000,
+        max_queue: int = 1024,
+        max_queue_rows: int = 0,
+        batch_axis: int = 0,
+        priority_levels: int = 1,
+        padding: Optional[Mapping[str, Mapping[int, float]]] = None,
+        batching: Optional[BatchConfig] = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._session: Optional[_core.Session] = None
+        self._core: Optional[_core.Engine] = None
+        self._completion_thread: Optional[threading.Thread] = None
+        self._source = _describe(model)
+        replicas = _int_option(replicas, "replicas", 1)
         config = []
         for key, value in (session_config or {}).items():
             if not isinstance(key, str):
                 raise ConfigError(f"session_config keys must be str, got {key!r}")
             config.append((key, value if isinstance(value, str) else str(value)))
-        args = (
-            _providers(providers),
-            _threads(intra_op_threads, "intra_op_threads"),
-            _threads(inter_op_threads, "inter_op_threads"),
-            _choose(graph_optimization, GRAPH_OPTIMIZATION_LEVELS, "graph_optimization"),
-            _choose(execution_mode, EXECUTION_MODES, "execution_mode"),
-            _choose(log_level, LOG_LEVELS, "log_level"),
-            config,
+        intra = _threads(intra_op_threads, "intra_op_threads")
+        if intra == 0 and replicas > 1 and not use_global_thread_pool:
+            intra = max(1, (os.cpu_count() or 1) // replicas)
+        options = {
+            "providers": _providers(providers),
+            "intra_op_threads": intra,
+            "inter_op_threads": _threads(inter_op_threads, "inter_op_threads"),
+            "use_global_thread_pools": bool(use_global_thread_pool),
+            "graph_optimization": _choose(graph_optimization, GRAPH_OPTIMIZATION_LEVELS, "graph_optimization"),
+            "execution_mode": _choose(execution_mode, EXECUTION_MODES, "execution_mode"),
+            "log_level": _choose(log_level, LOG_LEVELS, "log_level"),
+            "config": config,
+            "replicas": replicas,
+            "share_weights": bool(share_weights),
+        }
+        if batching is None and max_batch_size is not None:
+            batching = BatchConfig(
+                max_batch_size=max_batch_size,
+                max_delay_us=max_delay_us,
+                max_queue=max_queue,
+                max_queue_rows=max_queue_rows,
+                batch_axis=batch_axis,
+                priority_levels=priority_levels,
+                padding=dict(padding or {}),
+            )
+        elif batching is not None and max_batch_size is not None:
+            raise ConfigError("give either batching=BatchConfig(...) or max_batch_size=..., not both")
+        # Settings of the request queue behind submit()/run_async() when batching is off.
+        self._queue_config = batching or BatchConfig(
+            max_batch_size=1, max_delay_us=0, max_queue=max_queue, max_queue_rows=max_queue_rows,
+            priority_levels=priority_levels,
         )
-        self._source = _describe(model)
+
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             if not os.path.exists(path):
                 raise ModelNotFoundError(f"model file not found: {path}")
             if os.path.isdir(path):
                 raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
-            self._session = _core.Session.open_file(path, *args)
+            core = _core.Engine.open(path, options)
         else:
-            self._session = _core.Session.open_bytes(_model_bytes(model), *args)
-        self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in self._session.inputs)
-        self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in self._session.outputs)
-        self.providers: Tuple[str, ...] = tuple(args[0])
+            core = _core.Engine.open(_model_bytes(model), options)
+        self._core = core
+        self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.inputs)
+        self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.outputs)
+        self.providers: Tuple[str, ...] = tuple(options["providers"])
+        self.replicas: int = replicas
+        self.batch_config: Optional[BatchConfig] = batching
+        if batching is not None:
+            self._start_queue(batching)
+            if not core.batching and batching.max_batch_size > 1:
+                warnings.warn(
+                    f"fastort: {self._source} cannot be batched ({core.unbatchable_reason}); "
+                    "requests are queued and served one at a time",
+                    stacklevel=2,
+                )
+
+    # -- running -------------------------------------------------------------
 
     def run(
         self,
-        inputs: Union[Mapping[str, Any], Sequence[Any], np.ndarray],
+        inputs: Inputs,
         *,
         outputs: Optional[Sequence[str]] = None,
         out: Optional[Mapping[str, np.ndarray]] = None,
+        timeout: Optional[float] = None,
+        priority: int = 0,
     ) -> Dict[str, Any]:
-        """Run the model once.
+        """Run the model once and wait for the result.
 
         Args:
             inputs: a dict of input name -> numpy array, a list/tuple of arrays in
@@ -175,27 +287,143 @@ class Engine:
             outputs: names of the outputs wanted (default: all).
             out: output name -> preallocated array (C-contiguous, writeable, the
                 output's dtype and exact shape) that onnxruntime writes into.
+                Such a call bypasses the batcher.
+            timeout: seconds the request may wait in the batching queue before
+                it fails with RequestTimeoutError (batching engines only).
+            priority: the request's priority level, 0 most urgent (batching only).
 
         Returns:
             A dict of output name -> value, in the model's output order (or the
-            order of ``outputs``). Tensors are numpy arrays that own onnxruntime's
-            buffers (no copy); string tensors are object arrays of str; sequences
-            come back as lists and maps as dicts.
+            order of ``outputs``). Tensors are numpy arrays over onnxruntime's
+            buffers (no copy; a batched request gets a view of its rows); string
+            tensors are object arrays of str; sequences are lists, maps dicts.
         """
-        session = self._session
-        if session is None:
+        core = self._core
+        if core is None:
             raise EngineClosedError(f"engine for {self._source} is closed")
-        return session.run(inputs, outputs, out)
+        return core.run(inputs, outputs, out, timeout or 0.0, priority)
 
-    def close(self) -> None:
-        """Release the onnxruntime session. Runs in flight on other threads finish
-        first (they hold their own reference); later calls raise EngineClosedError."""
+    def submit(
+        self,
+        inputs: Inputs,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+        priority: int = 0,
+    ) -> "concurrent.futures.Future[Dict[str, Any]]":
+        """Queue a request; returns a Future of what :meth:`run` would return.
+
+        Cancelling the future while the request is queued removes it. Raises
+        QueueFullError at once when the queue is full (backpressure).
+        """
+        core = self._queue()
+        future: "concurrent.futures.Future[Dict[str, Any]]" = concurrent.futures.Future()
+        rid = core.submit(inputs, outputs, future, timeout or 0.0, priority)
+        future.add_done_callback(lambda f: f.cancelled() and core.cancel(rid))
+        return future
+
+    async def run_async(
+        self,
+        inputs: Inputs,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        timeout: Optional[float] = None,
+        priority: int = 0,
+    ) -> Dict[str, Any]:
+        """:meth:`run` for asyncio: queues the request and awaits it, with no
+        thread per request. Cancelling the awaiting task removes a queued request."""
+        core = self._queue()
+        loop = asyncio.get_running_loop()
+        future: "asyncio.Future[Dict[str, Any]]" = loop.create_future()
+        rid = core.submit(inputs, outputs, (loop, future), timeout or 0.0, priority)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            core.cancel(rid)
+            raise
+
+    def map(
+        self,
+        data: Union[np.ndarray, Mapping[str, np.ndarray], Iterable[Inputs]],
+        *,
+        batch_size: Optional[int] = None,
+        outputs: Optional[Sequence[str]] = None,
+        progress: bool = False,
+        max_in_flight: Optional[int] = None,
+    ) -> Iterator[Dict[str, Any]]:
+        """Score a data set; yields one result dict per chunk or request, in order.
+
+        ``data`` is a large array (one-input models) or a dict of arrays, cut
+        into chunks of ``batch_size`` rows along the batch axis, or an iterable
+        of requests. At most ``max_in_flight`` requests are queued at a time,
+        so memory stays bounded however large the data. ``progress`` shows a
+        tqdm bar in rows (or requests) per second.
+        """
+        core = self._queue()
+        config = self.batch_config or self._queue_config
+        if batch_size is None:
+            batch_size = config.max_batch_size if config.max_batch_size > 1 else 64
+        batch_size = _int_option(batch_size, "batch_size", 1)
+        window = _int_option(max_in_flight or max(4, 4 * self.replicas), "max_in_flight", 1)
+        requests, total = _chunks(data, batch_size, config.batch_axis, [i.name for i in self.inputs])
+        bar = _progress_bar(total, progress)
+        pending: Deque[Tuple["concurrent.futures.Future[Dict[str, Any]]", int]] = deque()
+        try:
+            for request, rows in requests:
+                while len(pending) >= window:
+                    future, n = pending.popleft()
+                    yield future.result()
+                    bar.update(n)
+                pending.append((self.submit(request, outputs=outputs), rows))
+            while pending:
+                future, n = pending.popleft()
+                yield future.result()
+                bar.update(n)
+        finally:
+            for future, _ in pending:
+                future.cancel()
+            bar.close()
+        del core
+
+    # -- stats and lifecycle -------------------------------------------------
+
+    def stats(self, reset: bool = False) -> Dict[str, Any]:
+        """Counters of the request queue: requests, rows, batches, a batch-size
+        histogram, queue depth, latency p50/p90/p99 (µs, queue to result) and
+        throughput since the engine started or the last reset."""
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        stats = dict(core.stats()) if core.has_batcher else {}
+        if reset:
+            core.reset_stats()
+        return stats
+
+    def reset_stats(self) -> None:
+        self.stats(reset=True)
+
+    def close(self, *, drain: bool = True) -> None:
+        """Stop accepting requests and release the sessions. With ``drain`` every
+        queued request still runs; without, each fails with EngineClosedError.
+        Runs in flight finish first. Idempotent."""
         with self._lock:
-            self._session = None
+            core, self._core = self._core, None
+            thread, self._completion_thread = self._completion_thread, None
+        if core is None:
+            return
+        core.close(drain)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     @property
     def closed(self) -> bool:
-        return self._session is None
+        return self._core is None
+
+    @property
+    def batching(self) -> bool:
+        """Whether requests are merged into batches."""
+        core = self._core
+        return bool(core is not None and core.batching)
 
     def __enter__(self) -> "Engine":
         return self
@@ -203,11 +431,144 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # pragma: no cover - interpreter teardown
+            pass
+
     def __repr__(self) -> str:
         state = "closed" if self.closed else ", ".join(self.providers)
         ins = ", ".join(f"{i.name}: {_spec_str(i)}" for i in self.inputs)
         outs = ", ".join(f"{o.name}: {_spec_str(o)}" for o in self.outputs)
-        return f"<fastort.Engine {self._source} ({ins}) -> ({outs}) [{state}]>"
+        extra = f", replicas={self.replicas}" if self.replicas > 1 else ""
+        if self.batch_config is not None:
+            extra += f", max_batch_size={self.batch_config.max_batch_size}"
+        return f"<fastort.Engine {self._source} ({ins}) -> ({outs}) [{state}{extra}]>"
+
+    # -- internals -------------------------------------------------------------
+
+    def _queue(self) -> "_core.Engine":
+        """The core, with its request queue (and completion thread) running."""
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        if not core.has_batcher:
+            with self._lock:
+                if self._core is None:
+                    raise EngineClosedError(f"engine for {self._source} is closed")
+                if not core.has_batcher:
+                    self._start_queue(self._queue_config)
+        return core
+
+    def _start_queue(self, config: BatchConfig) -> None:
+        core = self._core
+        assert core is not None
+        names = [i.name for i in self.inputs]
+        padding = []
+        for name, dims in (config.padding or {}).items():
+            if name not in names:
+                raise ConfigError(f"padding names input {name!r}, which the model does not have ({', '.join(names)})")
+            for dim, value in dims.items():
+                padding.append((names.index(name), _int_option(dim, "padding dim", 0), float(value)))
+        core.start_batcher(
+            _int_option(config.max_batch_size, "max_batch_size", 1),
+            float(_int_option(config.max_delay_us, "max_delay_us", 0)),
+            _int_option(config.max_queue, "max_queue", 0),
+            _int_option(config.max_queue_rows, "max_queue_rows", 0),
+            _int_option(config.batch_axis, "batch_axis", 0),
+            _int_option(config.priority_levels, "priority_levels", 1),
+            padding,
+        )
+        thread = threading.Thread(
+            target=_deliver_completions, args=(core,), name=f"fastort-completions-{id(self):x}", daemon=True
+        )
+        thread.start()
+        self._completion_thread = thread
+
+
+def _deliver_completions(core: "_core.Engine") -> None:
+    """Hands finished requests to their futures; ends when the engine closes."""
+    while True:
+        items = core.pop_completions(0.25)
+        if items is None:
+            return
+        for token, result, error in items:
+            if isinstance(token, concurrent.futures.Future):
+                if token.cancelled():
+                    continue
+                try:
+                    if error is not None:
+                        token.set_exception(error)
+                    else:
+                        token.set_result(result)
+                except concurrent.futures.InvalidStateError:
+                    pass
+            else:
+                loop, future = token
+                try:
+                    loop.call_soon_threadsafe(_settle, future, result, error)
+                except RuntimeError:  # the loop is closed: nobody is waiting
+                    pass
+
+
+def _settle(future: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _chunks(
+    data: Any, batch_size: int, axis: int, names: List[str]
+) -> Tuple[Iterator[Tuple[Any, int]], Optional[int]]:
+    """Cuts ``data`` into requests; returns them with the total rows (if known)."""
+    if isinstance(data, np.ndarray) or (isinstance(data, Mapping) and data and
+                                        all(isinstance(v, np.ndarray) for v in data.values())):
+        arrays = {names[0]: data} if isinstance(data, np.ndarray) else dict(data)
+        if isinstance(data, np.ndarray) and len(names) != 1:
+            raise ConfigError(f"map() got one array for a model with inputs {names}: pass a dict")
+        rows = {a.shape[axis] if a.ndim > axis else -1 for a in arrays.values()}
+        if len(rows) != 1 or -1 in rows:
+            raise ConfigError(f"map(): the arrays disagree on the number of rows along axis {axis}")
+        total = rows.pop()
+
+        def gen() -> Iterator[Tuple[Any, int]]:
+            for start in range(0, total, batch_size):
+                stop = min(total, start + batch_size)
+                chunk = {k: np.take(v, np.arange(start, stop), axis=axis) if axis else v[start:stop]
+                         for k, v in arrays.items()}
+                yield chunk, stop - start
+
+        return gen(), total
+
+    def items() -> Iterator[Tuple[Any, int]]:
+        for request in data:
+            yield request, 1
+
+    total_requests = len(data) if hasattr(data, "__len__") else None
+    return items(), total_requests
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: Optional[int], enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        warnings.warn("fastort: progress=True needs tqdm (pip install tqdm)", stacklevel=3)
+        return _NoBar()
+    return tqdm(total=total, unit="rows", unit_scale=True, dynamic_ncols=True)
 
 
 def _spec_str(spec: IOSpec) -> str:

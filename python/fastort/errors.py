@@ -15,6 +15,8 @@ __all__ = [
     "RunError",
     "EngineClosedError",
     "ConfigError",
+    "QueueFullError",
+    "RequestTimeoutError",
 ]
 
 
@@ -48,3 +50,11 @@ class EngineClosedError(FastortError, RuntimeError):
 
 class ConfigError(FastortError, ValueError):
     """An engine option is invalid (unknown provider, bad thread count, ...)."""
+
+
+class QueueFullError(FastortError, RuntimeError):
+    """The request queue is at its limit (backpressure): the request was not accepted."""
+
+
+class RequestTimeoutError(FastortError, TimeoutError):
+    """The request's deadline passed before it could run; it was never run."""

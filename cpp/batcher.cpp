@@ -1,0 +1,574 @@
+#include "batcher.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string_view>
+
+#include "errors.h"
+
+namespace fastort {
+namespace {
+
+constexpr size_t kLatencyWindow = 65536;
+constexpr int64_t kPadded = -2;  // marks a padded dim in a request's signature
+
+size_t item_size(ElementType type) {
+  return type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING ? sizeof(std::string_view) : element_size(type);
+}
+
+std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape, size_t item) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t s = static_cast<int64_t>(item);
+  for (size_t d = shape.size(); d-- > 0;) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+// Copies a dense block of shape `src_shape` into a dense array of shape
+// `dst_shape` (each dim at least as large) at `dst`.
+void copy_block(unsigned char* dst, const int64_t* dst_shape, const unsigned char* src, const int64_t* src_shape,
+                size_t rank, size_t item) {
+  if (rank == 0) {
+    std::memcpy(dst, src, item);
+    return;
+  }
+  size_t dst_inner = item, src_inner = item;
+  bool same = true;
+  for (size_t d = 1; d < rank; ++d) {
+    dst_inner *= static_cast<size_t>(dst_shape[d]);
+    src_inner *= static_cast<size_t>(src_shape[d]);
+    same = same && dst_shape[d] == src_shape[d];
+  }
+  if (same) {
+    std::memcpy(dst, src, static_cast<size_t>(src_shape[0]) * src_inner);
+    return;
+  }
+  for (int64_t r = 0; r < src_shape[0]; ++r)
+    copy_block(dst + r * dst_inner, dst_shape + 1, src + r * src_inner, src_shape + 1, rank - 1, item);
+}
+
+// Fills `count` elements of `type` at `dst` with `value`.
+void fill_value(unsigned char* dst, size_t count, ElementType type, double value) {
+  unsigned char one[16] = {};
+  switch (type) {
+#define FASTORT_FILL(ENUM, CTYPE)                 \
+  case ENUM: {                                   \
+    CTYPE v = static_cast<CTYPE>(value);         \
+    std::memcpy(one, &v, sizeof v);              \
+    break;                                       \
+  }
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, float)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, double)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8, int8_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16, int16_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, int32_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, int64_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, uint8_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16, uint16_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32, uint32_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64, uint64_t)
+    FASTORT_FILL(ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL, bool)
+#undef FASTORT_FILL
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: {
+      uint16_t bits = Ort::Float16_t(static_cast<float>(value)).val;
+      std::memcpy(one, &bits, 2);
+      break;
+    }
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16: {
+      uint16_t bits = Ort::BFloat16_t(static_cast<float>(value)).val;
+      std::memcpy(one, &bits, 2);
+      break;
+    }
+    default:
+      if (value != 0.0)
+        throw InvalidInputError(std::string("padding ") + element_type_name(type) +
+                                " inputs supports only a pad value of 0");
+  }
+  const size_t item = element_size(type);
+  bool zero = true;
+  for (size_t b = 0; b < item; ++b) zero = zero && one[b] == 0;
+  if (zero) {
+    std::memset(dst, 0, count * item);
+    return;
+  }
+  for (size_t i = 0; i < count; ++i) std::memcpy(dst + i * item, one, item);
+}
+
+}  // namespace
+
+struct Batcher::Pending {
+  Request req;
+  uint64_t id = 0;
+  int64_t rows = 0;
+  std::vector<int64_t> signature;
+  Clock::time_point enqueued;
+};
+
+struct Batcher::Worker {
+  std::vector<std::vector<unsigned char>> buffers;       // per input: the batch buffer, reused
+  std::vector<std::vector<std::string_view>> strings;    // per input: string batches
+};
+
+Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatcherOptions options)
+    : pool_(std::move(pool)), options_(std::move(options)) {
+  if (options_.max_batch_size == 0) throw InvalidInputError("max_batch_size must be at least 1");
+  if (options_.priority_levels < 1) throw InvalidInputError("priority_levels must be at least 1");
+  const Session& s = pool_->front();
+  const auto& ins = s.inputs();
+  const auto& outs = s.outputs();
+  const size_t axis = options_.batch_axis;
+  const std::string ax = "dim " + std::to_string(axis);
+
+  if (ins.empty()) unbatchable_reason_ = "the model has no inputs";
+  for (const auto& io : ins) {
+    if (!unbatchable_reason_.empty()) break;
+    if (io.kind != ValueKind::Tensor)
+      unbatchable_reason_ = "input '" + io.name + "' is not a tensor";
+    else if (!io.has_shape || io.shape.size() <= axis)
+      unbatchable_reason_ = "input '" + io.name + "' has no " + ax + " (shape " + io.shape_string() + ")";
+    else if (io.shape[axis] >= 0)
+      unbatchable_reason_ = "input '" + io.name + "' has a fixed " + ax + " (shape " + io.shape_string() + ")";
+  }
+  for (const auto& io : outs) {
+    if (!unbatchable_reason_.empty()) break;
+    if (io.kind != ValueKind::Tensor)
+      unbatchable_reason_ = "output '" + io.name + "' is a " + io.type_string + ", not a tensor";
+    else if (io.has_shape && (io.shape.size() <= axis || io.shape[axis] >= 0))
+      unbatchable_reason_ = "output '" + io.name + "' has no dynamic " + ax + " (shape " + io.shape_string() + ")";
+  }
+  batchable_ = unbatchable_reason_.empty();
+
+  linked_output_dims_.resize(outs.size());
+  for (const auto& pad : options_.padding) {
+    if (pad.input >= ins.size()) throw InvalidInputError("padding names input #" + std::to_string(pad.input) + ", which does not exist");
+    const IOInfo& io = ins[pad.input];
+    if (!io.has_shape || pad.dim >= io.shape.size() || pad.dim == axis || io.shape[pad.dim] >= 0)
+      throw InvalidInputError("input '" + io.name + "' cannot be padded along dim " + std::to_string(pad.dim) +
+                              " (shape " + io.shape_string() + "): pick a dynamic dim other than the batch axis");
+    if (io.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+      unsigned char probe[16];
+      fill_value(probe, 1, io.type, pad.value);  // throws for a pad value the type cannot take
+    }
+    const std::string& name = io.dim_names[pad.dim];
+    for (size_t o = 0; o < outs.size(); ++o) {
+      linked_output_dims_[o].resize(outs[o].dim_names.size());
+      for (size_t d = 0; d < outs[o].dim_names.size(); ++d)
+        if (!name.empty() && outs[o].dim_names[d] == name) linked_output_dims_[o][d] = name;
+    }
+  }
+
+  queues_.resize(static_cast<size_t>(options_.priority_levels));
+  latencies_us_.reserve(kLatencyWindow);
+  stats_since_ = Clock::now();
+  counters_.batch_rows_histogram.assign(options_.max_batch_size + 2, 0);
+  for (size_t i = 0; i < pool_->size(); ++i) {
+    auto w = std::make_unique<Worker>();
+    w->buffers.resize(ins.size());
+    w->strings.resize(ins.size());
+    workers_.push_back(std::move(w));
+  }
+  for (size_t i = 0; i < pool_->size(); ++i) threads_.emplace_back([this, i] { worker_loop(i); });
+}
+
+Batcher::~Batcher() { close(true); }
+
+uint64_t Batcher::submit(Request request) {
+  const Session& s = pool_->front();
+  const auto& ins = s.inputs();
+  if (request.inputs.size() != ins.size())
+    throw InvalidInputError("the model takes " + std::to_string(ins.size()) + " inputs, got " +
+                            std::to_string(request.inputs.size()));
+  if (request.priority < 0 || request.priority >= options_.priority_levels)
+    throw InvalidInputError("priority must be in [0, " + std::to_string(options_.priority_levels - 1) + "], got " +
+                            std::to_string(request.priority));
+  auto p = std::make_shared<Pending>();
+  const size_t axis = options_.batch_axis;
+  for (size_t i = 0; i < ins.size(); ++i) {
+    const TensorView& v = request.inputs[i];
+    s.check_input(i, v);
+    checked_element_count(v.shape, item_size(v.type), "input '" + ins[i].name + "'");
+    p->signature.push_back(static_cast<int64_t>(v.type));
+    p->signature.push_back(static_cast<int64_t>(v.shape.size()));
+    for (size_t d = 0; d < v.shape.size(); ++d) {
+      bool padded = false;
+      for (const auto& pad : options_.padding) padded = padded || (pad.input == i && pad.dim == d);
+      p->signature.push_back(d == axis ? 0 : padded ? kPadded : v.shape[d]);
+    }
+  }
+  if (batchable_) {
+    p->rows = request.inputs[0].shape[axis];
+    for (size_t i = 1; i < ins.size(); ++i)
+      if (request.inputs[i].shape[axis] != p->rows)
+        throw InvalidInputError("inputs disagree on the number of rows along the batch axis: '" + ins[0].name +
+                                "' has " + std::to_string(p->rows) + ", '" + ins[i].name + "' has " +
+                                std::to_string(request.inputs[i].shape[axis]));
+  } else {
+    p->rows = 1;
+  }
+  p->req = std::move(request);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closing_) throw ClosedError("the engine is closed: no new requests are accepted");
+    const size_t rows = static_cast<size_t>(p->rows);
+    if ((options_.max_queue_requests && queued_requests_ >= options_.max_queue_requests) ||
+        (options_.max_queue_rows && queued_requests_ > 0 && queued_rows_ + rows > options_.max_queue_rows)) {
+      ++counters_.rejected;
+      throw QueueFullError("the request queue is full (" + std::to_string(queued_requests_) + " requests, " +
+                           std::to_string(queued_rows_) + " rows queued; max_queue=" +
+                           std::to_string(options_.max_queue_requests) + " requests" +
+                           (options_.max_queue_rows ? ", " + std::to_string(options_.max_queue_rows) + " rows" : "") +
+                           "): retry later or raise max_queue");
+    }
+    p->id = next_id_++;
+    p->enqueued = Clock::now();
+    queues_[static_cast<size_t>(p->req.priority)].push_back(p);
+    ++queued_requests_;
+    queued_rows_ += rows;
+  }
+  cv_.notify_all();
+  return p->id;
+}
+
+bool Batcher::cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& q : queues_) {
+    for (auto it = q.begin(); it != q.end(); ++it) {
+      if ((*it)->id == id) {
+        --queued_requests_;
+        queued_rows_ -= static_cast<size_t>((*it)->rows);
+        ++counters_.cancelled;
+        q.erase(it);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+void Batcher::close(bool drain) {
+  std::call_once(closed_once_, [&] {
+    std::vector<PendingPtr> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closing_ = true;
+      drain_ = drain;
+      if (!drain) {
+        for (auto& q : queues_) {
+          for (auto& p : q) dropped.push_back(p);
+          q.clear();
+        }
+        queued_requests_ = queued_rows_ = 0;
+      }
+    }
+    cv_.notify_all();
+    for (auto& p : dropped)
+      finish(*p, Outcome{std::make_exception_ptr(ClosedError("the engine was closed before this request ran")), {}},
+             false);
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  });
+}
+
+void Batcher::take_expired(Clock::time_point now, std::vector<PendingPtr>& expired) {
+  for (auto& q : queues_) {
+    for (auto it = q.begin(); it != q.end();) {
+      if ((*it)->req.deadline <= now) {
+        --queued_requests_;
+        queued_rows_ -= static_cast<size_t>((*it)->rows);
+        expired.push_back(*it);
+        it = q.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+bool Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
+  wake = Clock::time_point::max();
+  const Pending* anchor = nullptr;
+  for (const auto& q : queues_) {
+    if (!q.empty()) {
+      anchor = q.front().get();
+      break;
+    }
+  }
+  if (anchor == nullptr) return false;
+  if (closing_ || in_flight_ == 0 || !batchable_) return true;
+  const auto due = anchor->enqueued + options_.max_delay;
+  if (due <= now) return true;
+  size_t rows = 0;
+  for (const auto& q : queues_) {
+    for (const auto& p : q) {
+      if (p->signature == anchor->signature) rows += static_cast<size_t>(p->rows);
+      if (p->req.deadline < wake) wake = p->req.deadline;
+    }
+  }
+  if (rows >= options_.max_batch_size) return true;
+  wake = std::min(wake, due);
+  return false;
+}
+
+std::vector<Batcher::PendingPtr> Batcher::take_batch(Clock::time_point) {
+  std::vector<PendingPtr> batch;
+  size_t level = 0;
+  while (level < queues_.size() && queues_[level].empty()) ++level;
+  if (level == queues_.size()) return batch;
+  PendingPtr anchor = queues_[level].front();
+  queues_[level].pop_front();
+  batch.push_back(anchor);
+  size_t rows = static_cast<size_t>(anchor->rows);
+  const bool alone = !batchable_ || anchor->rows == 0 || rows >= options_.max_batch_size;
+  for (size_t l = level; !alone && l < queues_.size() && rows < options_.max_batch_size; ++l) {
+    auto& q = queues_[l];
+    for (auto it = q.begin(); it != q.end() && rows < options_.max_batch_size;) {
+      const Pending& p = **it;
+      if (p.rows > 0 && p.signature == anchor->signature && rows + static_cast<size_t>(p.rows) <= options_.max_batch_size) {
+        rows += static_cast<size_t>(p.rows);
+        batch.push_back(*it);
+        it = q.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& p : batch) {
+    --queued_requests_;
+    queued_rows_ -= static_cast<size_t>(p->rows);
+  }
+  return batch;
+}
+
+void Batcher::worker_loop(size_t replica) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    std::vector<PendingPtr> expired;
+    take_expired(Clock::now(), expired);
+    if (!expired.empty()) {
+      lock.unlock();
+      for (auto& p : expired)
+        finish(*p, Outcome{std::make_exception_ptr(TimeoutError("the request's deadline passed before it could run")), {}},
+               false);
+      lock.lock();
+      continue;
+    }
+    if (queued_requests_ == 0) {
+      if (closing_) break;
+      cv_.wait(lock);
+      continue;
+    }
+    Clock::time_point wake;
+    if (!ready(Clock::now(), wake)) {
+      cv_.wait_until(lock, wake);
+      continue;
+    }
+    std::vector<PendingPtr> batch = take_batch(Clock::now());
+    ++in_flight_;
+    lock.unlock();
+    run_batch(replica, batch);
+    lock.lock();
+    --in_flight_;
+    cv_.notify_all();
+  }
+}
+
+void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
+  Worker& worker = *workers_[replica];
+  const Session& session = pool_->replica(replica);
+  const auto& ins = session.inputs();
+  const auto& outs = session.outputs();
+  const size_t axis = options_.batch_axis;
+  std::vector<Outcome> outcomes(batch.size());
+  try {
+    if (batch.size() == 1) {
+      // Alone: the caller's buffers go to onnxruntime as they are, outputs whole.
+      auto values = std::make_shared<std::vector<Ort::Value>>(session.run(batch[0]->req.inputs));
+      for (auto& v : *values) {
+        OutputSlice slice;
+        slice.owner = values;
+        slice.value = &v;
+        outcomes[0].outputs.push_back(std::move(slice));
+      }
+    } else {
+      int64_t total = 0;
+      for (const auto& p : batch) total += p->rows;
+      std::vector<TensorView> views(ins.size());
+      for (size_t i = 0; i < ins.size(); ++i) {
+        const TensorView& first = batch[0]->req.inputs[i];
+        TensorView& v = views[i];
+        v.type = first.type;
+        v.shape = first.shape;
+        v.shape[axis] = total;
+        bool padded = false;
+        double pad_value = 0.0;
+        for (const auto& pad : options_.padding) {
+          if (pad.input != i) continue;
+          padded = true;
+          pad_value = pad.value;
+          for (const auto& p : batch) v.shape[pad.dim] = std::max(v.shape[pad.dim], p->req.inputs[i].shape[pad.dim]);
+        }
+        const size_t item = item_size(v.type);
+        const size_t count = checked_element_count(v.shape, item, "batch input '" + ins[i].name + "'");
+        unsigned char* dst;
+        if (v.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+          worker.strings[i].assign(count, std::string_view());
+          dst = reinterpret_cast<unsigned char*>(worker.strings[i].data());
+          v.strings = worker.strings[i].data();
+        } else {
+          auto& buf = worker.buffers[i];
+          if (buf.size() < count * item) buf.resize(count * item);
+          dst = buf.data();
+          v.data = dst;
+          if (padded) fill_value(dst, count, v.type, pad_value);
+        }
+        const int64_t row_stride = contiguous_strides(v.shape, item)[axis];
+        int64_t offset = 0;
+        for (const auto& p : batch) {
+          const TensorView& src = p->req.inputs[i];
+          const auto* src_bytes = src.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING
+                                      ? reinterpret_cast<const unsigned char*>(src.strings)
+                                      : static_cast<const unsigned char*>(src.data);
+          if (p->rows > 0 && src_bytes != nullptr)
+            copy_block(dst + offset * row_stride, v.shape.data(), src_bytes, src.shape.data(), v.shape.size(), item);
+          offset += p->rows;
+        }
+      }
+      auto values = std::make_shared<std::vector<Ort::Value>>(session.run(views));
+      for (size_t o = 0; o < values->size(); ++o) {
+        Ort::Value& value = (*values)[o];
+        if (!value.IsTensor()) throw RunError("output '" + outs[o].name + "' is not a tensor and cannot be split");
+        TensorView bv = view_of(value);
+        if (bv.shape.size() <= axis || bv.shape[axis] != total)
+          throw RunError("output '" + outs[o].name + "' has shape " + shape_to_string(bv.shape) + ": expected " +
+                         std::to_string(total) + " rows along dim " + std::to_string(axis) +
+                         " (the model does not keep the batch dim)");
+        const bool strings = bv.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING;
+        const auto strides = contiguous_strides(bv.shape, strings ? 1 : element_size(bv.type));
+        std::vector<std::string> all = strings ? string_contents(value) : std::vector<std::string>{};
+        int64_t offset = 0;
+        for (size_t r = 0; r < batch.size(); ++r) {
+          const Pending& p = *batch[r];
+          OutputSlice slice;
+          slice.owner = values;
+          slice.view.type = bv.type;
+          slice.view.shape = bv.shape;
+          slice.view.shape[axis] = p.rows;
+          // Dims padded on the way in are cut back to this request's own length.
+          const auto& linked = linked_output_dims_[o];
+          for (size_t d = 0; d < linked.size() && d < bv.shape.size(); ++d) {
+            if (linked[d].empty()) continue;
+            for (const auto& pad : options_.padding)
+              if (ins[pad.input].dim_names[pad.dim] == linked[d])
+                slice.view.shape[d] = std::min(bv.shape[d], p.req.inputs[pad.input].shape[pad.dim]);
+          }
+          if (strings) {
+            slice.is_strings = true;
+            // Gather this slice's elements (row-major over its shape) from the batch.
+            const size_t n = checked_element_count(slice.view.shape, 1, "output");
+            std::vector<int64_t> idx(slice.view.shape.size(), 0);
+            for (size_t e = 0; e < n; ++e) {
+              int64_t flat = offset * strides[axis];
+              for (size_t d = 0; d < idx.size(); ++d) flat += idx[d] * strides[d];
+              slice.strings.push_back(all[static_cast<size_t>(flat)]);
+              for (size_t d = idx.size(); d-- > 0;) {
+                if (++idx[d] < slice.view.shape[d]) break;
+                idx[d] = 0;
+              }
+            }
+          } else {
+            slice.view.data = static_cast<unsigned char*>(bv.data) + offset * strides[axis];
+            slice.strides = strides;
+          }
+          offset += p.rows;
+          outcomes[r].outputs.push_back(std::move(slice));
+        }
+      }
+    }
+  } catch (...) {
+    auto error = std::current_exception();
+    for (auto& o : outcomes) o = Outcome{error, {}};
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counters_.batches;
+    size_t rows = 0;
+    for (const auto& p : batch) rows += static_cast<size_t>(p->rows);
+    auto& hist = counters_.batch_rows_histogram;
+    ++hist[std::min(rows, hist.size() - 1)];
+  }
+  for (size_t r = 0; r < batch.size(); ++r) {
+    const bool ok = !outcomes[r].error;
+    finish(*batch[r], std::move(outcomes[r]), ok);
+  }
+}
+
+void Batcher::finish(Pending& p, Outcome&& outcome, bool ok) {
+  const double us = std::chrono::duration<double, std::micro>(Clock::now() - p.enqueued).count();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counters_.requests;
+    if (ok) {
+      counters_.rows += static_cast<uint64_t>(p.rows);
+      if (latencies_us_.size() < kLatencyWindow) {
+        latencies_us_.push_back(us);
+      } else {
+        latencies_us_[latency_next_] = us;
+        latency_next_ = (latency_next_ + 1) % kLatencyWindow;
+      }
+    } else {
+      try {
+        std::rethrow_exception(outcome.error);
+      } catch (const TimeoutError&) {
+        ++counters_.timed_out;
+      } catch (...) {
+        ++counters_.failed;
+      }
+    }
+  }
+  if (p.req.done) {
+    try {
+      p.req.done(std::move(outcome));
+    } catch (...) {
+      // A completion callback must not take the worker down.
+    }
+  }
+  p.req.keepalive.reset();
+}
+
+BatcherStats Batcher::stats() const {
+  std::vector<double> lat;
+  BatcherStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = counters_;
+    s.queue_requests = queued_requests_;
+    s.queue_rows = queued_rows_;
+    s.in_flight_batches = in_flight_;
+    s.elapsed_s = std::chrono::duration<double>(Clock::now() - stats_since_).count();
+    lat = latencies_us_;
+  }
+  if (!lat.empty()) {
+    auto pct = [&](double q) {
+      const size_t k = std::min(lat.size() - 1, static_cast<size_t>(q * static_cast<double>(lat.size())));
+      std::nth_element(lat.begin(), lat.begin() + static_cast<std::ptrdiff_t>(k), lat.end());
+      return lat[k];
+    };
+    s.latency_p50_us = pct(0.50);
+    s.latency_p90_us = pct(0.90);
+    s.latency_p99_us = pct(0.99);
+  }
+  return s;
+}
+
+void Batcher::reset_stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_ = BatcherStats{};
+  counters_.batch_rows_histogram.assign(options_.max_batch_size + 2, 0);
+  latencies_us_.clear();
+  latency_next_ = 0;
+  stats_since_ = Clock::now();
+}
+
+}  // namespace fastort

@@ -1,0 +1,149 @@
+// Dynamic batching: concurrent requests are queued, merged into batches along
+// the batch axis, run on a free replica, and each request gets its own slice of
+// the batch outputs (views, no copy).
+//
+// One worker thread per replica forms and runs batches. A worker dispatches a
+// batch when it holds max_batch_size rows, when its oldest request has waited
+// max_delay, or at once when no batch is running anywhere (so a lone request at
+// light load never waits out the delay). Requests whose non-batch dims differ
+// are never mixed, except along dims configured for padding.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "pool.h"
+#include "tensor.h"
+
+namespace fastort {
+
+using Clock = std::chrono::steady_clock;
+
+// Pad input `input` along `dim` to the longest request of the batch with `value`
+// (strings: empty). Outputs whose dim carries the same symbolic name are cut
+// back to each request's own length.
+struct PadSpec {
+  size_t input = 0;
+  size_t dim = 0;
+  double value = 0.0;
+};
+
+struct BatcherOptions {
+  size_t max_batch_size = 32;                    // rows per batch
+  std::chrono::microseconds max_delay{2000};     // longest wait to fill a batch
+  size_t max_queue_requests = 1024;              // queued requests (0: no limit)
+  size_t max_queue_rows = 0;                     // queued rows (0: no limit)
+  size_t batch_axis = 0;
+  int priority_levels = 1;                       // 0 is the most urgent
+  std::vector<PadSpec> padding;
+};
+
+// One output of one request: a view into the batch output (kept alive by
+// `owner`), or, for string tensors, the request's own strings.
+struct OutputSlice {
+  std::shared_ptr<void> owner;
+  Ort::Value* value = nullptr;             // the whole value, when the request ran alone
+  TensorView view;                          // a slice of a tensor output
+  std::vector<int64_t> strides;             // in bytes, for `view`
+  std::vector<std::string> strings;         // string outputs of a slice
+  bool is_strings = false;
+};
+
+struct Outcome {
+  std::exception_ptr error;                 // set when the request failed
+  std::vector<OutputSlice> outputs;         // one per model output otherwise
+};
+
+struct Request {
+  std::vector<TensorView> inputs;           // one per model input, in model order
+  std::shared_ptr<void> keepalive;          // whatever owns the inputs' memory
+  Clock::time_point deadline = Clock::time_point::max();
+  int priority = 0;
+  // Called exactly once, from a worker thread (or from close()/submit() on failure
+  // paths), unless cancel() removed the request first. Must not throw.
+  std::function<void(Outcome&&)> done;
+};
+
+struct BatcherStats {
+  uint64_t requests = 0, rows = 0, batches = 0;
+  uint64_t failed = 0, timed_out = 0, cancelled = 0, rejected = 0;
+  std::vector<uint64_t> batch_rows_histogram;  // [n] = batches of n rows; last: larger
+  size_t queue_requests = 0, queue_rows = 0;
+  double latency_p50_us = 0, latency_p90_us = 0, latency_p99_us = 0;
+  double elapsed_s = 0;                        // since construction or reset
+  size_t in_flight_batches = 0;
+};
+
+class Batcher {
+ public:
+  Batcher(std::shared_ptr<SessionPool> pool, BatcherOptions options);
+  ~Batcher();
+  Batcher(const Batcher&) = delete;
+  Batcher& operator=(const Batcher&) = delete;
+
+  // Queues a request. Throws InvalidInputError (does not fit the model),
+  // QueueFullError (backpressure) or ClosedError. Returns an id for cancel().
+  uint64_t submit(Request request);
+
+  // Removes a queued request; false when it already runs or finished. Its
+  // `done` is not called.
+  bool cancel(uint64_t id);
+
+  // Stops accepting requests. With drain, every queued request still runs;
+  // without, each fails with ClosedError. Waits for running batches. Idempotent.
+  void close(bool drain = true);
+
+  bool batching() const noexcept { return batchable_; }
+  // Why the model cannot be batched ("" when it can).
+  const std::string& unbatchable_reason() const noexcept { return unbatchable_reason_; }
+  const BatcherOptions& options() const noexcept { return options_; }
+  BatcherStats stats() const;
+  void reset_stats();
+
+ private:
+  struct Pending;
+  struct Worker;
+  using PendingPtr = std::shared_ptr<Pending>;
+
+  void worker_loop(size_t replica);
+  std::vector<PendingPtr> take_batch(Clock::time_point now);
+  void take_expired(Clock::time_point now, std::vector<PendingPtr>& expired);
+  bool ready(Clock::time_point now, Clock::time_point& wake) const;
+  void run_batch(size_t replica, std::vector<PendingPtr>& batch);
+  void finish(Pending& p, Outcome&& outcome, bool ok);
+
+  std::shared_ptr<SessionPool> pool_;
+  BatcherOptions options_;
+  bool batchable_ = true;
+  std::string unbatchable_reason_;
+  std::vector<std::vector<std::string>> linked_output_dims_;  // per output: padded dim names
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::deque<PendingPtr>> queues_;  // one per priority level
+  size_t queued_requests_ = 0, queued_rows_ = 0;
+  size_t in_flight_ = 0;
+  uint64_t next_id_ = 1;
+  bool closing_ = false, drain_ = true;
+
+  // Stats, under mu_.
+  BatcherStats counters_;
+  Clock::time_point stats_since_;
+  std::vector<double> latencies_us_;   // ring buffer of recent latencies
+  size_t latency_next_ = 0;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;
+  std::once_flag closed_once_;
+};
+
+}  // namespace fastort
