@@ -765,11 +765,20 @@ SessionOptions make_options(const py::dict& o) {
   return so;
 }
 
-// Opens `replicas` sessions of a model given as a path (str) or bytes.
-std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& options) {
+// Opens `replicas` sessions of a model given as a path (str) or bytes;
+// `initializers` [(name, array)] are held once and shared by every replica.
+std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& options, const py::list& initializers) {
   SessionOptions so = make_options(options);
   const size_t replicas = options["replicas"].cast<size_t>();
   const bool share = options["share_weights"].cast<bool>();
+  auto weights = std::make_shared<HeldInputs>();
+  std::vector<std::pair<std::string, TensorView>> shared;
+  weights->held.resize(initializers.size());
+  for (size_t i = 0; i < initializers.size(); ++i) {
+    auto item = initializers[i].cast<py::tuple>();
+    const auto name = item[0].cast<std::string>();
+    shared.emplace_back(name, view_of_array(item[1], "initializer '" + name + "'", weights->held[i]));
+  }
   ModelSource source;
   py::object keep = model;  // bytes stay referenced (and immutable) while loading
   if (py::isinstance<py::bytes>(model)) {
@@ -785,7 +794,7 @@ std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& o
   std::shared_ptr<SessionPool> pool;
   {
     py::gil_scoped_release release;
-    pool = SessionPool::open(source, so, replicas, share);
+    pool = SessionPool::open(source, so, replicas, share, shared, weights);
   }
   return std::make_shared<PyEngine>(std::move(pool));
 }
@@ -802,6 +811,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("load_runtime", [](const std::string& path) { Runtime::load(path); }, py::arg("path"),
         "Load libonnxruntime from `path` (once per process).");
   m.def("runtime_loaded", &Runtime::is_loaded);
+  m.def("shared_weight_file", &shared_weight_file, py::arg("initializer"));
   m.def("runtime_info", []() {
     RuntimeInfo info = Runtime::get().info();
     GlobalThreadOptions threads = Runtime::get().global_threads();
@@ -822,7 +832,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("intra_op_threads"), py::arg("inter_op_threads"), py::arg("allow_spinning"));
 
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
-      .def_static("open", &open_engine, py::arg("model"), py::arg("options"))
+      .def_static("open", &open_engine, py::arg("model"), py::arg("options"), py::arg("initializers") = py::list())
       .def_property_readonly("inputs", [](const PyEngine& e) { return e.io_list(e.core().inputs()); })
       .def_property_readonly("outputs", [](const PyEngine& e) { return e.io_list(e.core().outputs()); })
       .def_property_readonly("replicas", &PyEngine::replicas)

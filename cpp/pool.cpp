@@ -1,5 +1,9 @@
 #include "pool.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "errors.h"
 #include "runtime.h"
 
@@ -14,21 +18,42 @@ SessionPool::SessionPool(Key, size_t replicas) : in_flight_(std::make_unique<std
 }
 
 std::shared_ptr<SessionPool> SessionPool::open(const ModelSource& source, const SessionOptions& options,
-                                               size_t replicas, bool share_weights) {
+                                               size_t replicas, bool share_weights,
+                                               const std::vector<std::pair<std::string, TensorView>>& initializers,
+                                               std::shared_ptr<void> keepalive) {
   if (replicas == 0) throw InvalidInputError("replicas must be at least 1");
-  Runtime::get();
+  const Runtime& rt = Runtime::get();
   auto pool = std::make_shared<SessionPool>(Key{}, replicas);
-  if (share_weights) {
-    OrtPrepackedWeightsContainer* container = nullptr;
-    Ort::ThrowOnError(Ort::GetApi().CreatePrepackedWeightsContainer(&container));
-    pool->prepacked_.reset(container);
+  pool->keepalive_ = std::move(keepalive);
+  SharedState shared;
+  try {
+    for (const auto& [name, view] : initializers) {
+      const size_t item = element_size(view.type);
+      if (item == 0) throw InvalidInputError("shared initializer '" + name + "' has an unsupported element type");
+      const size_t bytes = checked_element_count(view.shape, item, "initializer '" + name + "'") * item;
+      pool->initializers_.push_back(Ort::Value::CreateTensor(rt.cpu_memory(), view.data, bytes, view.shape.data(),
+                                                             view.shape.size(), view.type));
+      shared.initializers.emplace_back(name, pool->initializers_.back());
+    }
+    if (share_weights) {
+      OrtPrepackedWeightsContainer* container = nullptr;
+      Ort::ThrowOnError(Ort::GetApi().CreatePrepackedWeightsContainer(&container));
+      pool->prepacked_.reset(container);
+      shared.prepacked = container;
+    }
+  } catch (const Ort::Exception& e) {
+    throw ModelLoadError(std::string("cannot share the model's weights: ") + e.what());
   }
   for (size_t i = 0; i < replicas; ++i) {
     pool->sessions_.push_back(source.data != nullptr || source.path.empty()
-                                  ? Session::open_bytes(source.data, source.size, options, source.label,
-                                                        pool->prepacked_.get())
-                                  : Session::open_file(source.path, options, pool->prepacked_.get()));
+                                  ? Session::open_bytes(source.data, source.size, options, source.label, shared)
+                                  : Session::open_file(source.path, options, shared));
   }
+#if defined(__GLIBC__)
+  // Loading parses the model into many temporary buffers; hand the freed heap
+  // back to the system so that the engine's footprint is what it keeps.
+  malloc_trim(0);
+#endif
   return pool;
 }
 

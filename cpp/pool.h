@@ -21,11 +21,15 @@ struct ModelSource {
 
 class SessionPool {
  public:
-  // Opens `replicas` sessions. With share_weights, they share one onnxruntime
-  // prepacked-weights container, so weights that onnxruntime prepacks (MatMul,
-  // Gemm, Conv...) are held once, not once per replica.
+  // Opens `replicas` sessions. `initializers` (name, tensor over caller memory
+  // that `keepalive` owns) replace the model's own copies in every replica, so
+  // weights are held once; with share_weights the replicas also share one
+  // prepacked-weights container, so the packed forms onnxruntime makes of those
+  // weights (MatMul, Gemm, Conv...) are held once too.
   static std::shared_ptr<SessionPool> open(const ModelSource& source, const SessionOptions& options,
-                                           size_t replicas, bool share_weights = true);
+                                           size_t replicas, bool share_weights = true,
+                                           const std::vector<std::pair<std::string, TensorView>>& initializers = {},
+                                           std::shared_ptr<void> keepalive = nullptr);
 
   size_t size() const noexcept { return sessions_.size(); }
   Session& replica(size_t i) const { return *sessions_.at(i); }
@@ -46,7 +50,9 @@ class SessionPool {
   struct ContainerDeleter {
     void operator()(OrtPrepackedWeightsContainer* c) const noexcept;
   };
-  // Declared before sessions_: it must outlive them.
+  // Declared before sessions_: they must outlive them.
+  std::shared_ptr<void> keepalive_;
+  std::vector<Ort::Value> initializers_;
   std::unique_ptr<OrtPrepackedWeightsContainer, ContainerDeleter> prepacked_;
   std::vector<std::shared_ptr<Session>> sessions_;
   std::unique_ptr<std::atomic<int>[]> in_flight_;

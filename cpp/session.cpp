@@ -1,6 +1,8 @@
 #include "session.h"
 
+#include <cctype>
 #include <cstring>
+#include <functional>
 
 #include "errors.h"
 #include "runtime.h"
@@ -40,15 +42,43 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
 }
 
 template <typename Open>
-std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const std::string& what) {
+std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const SharedState& shared,
+                              const std::string& what) {
   Runtime::get();
   try {
     Ort::SessionOptions so = make_options(options);
+    if (!shared.initializers.empty()) {
+      // The model refers to each weight as an external data file named after
+      // the initializer; onnxruntime finds that "file" in our buffer, and then
+      // uses the buffer itself as the initializer (AddInitializer): no copy.
+      std::vector<std::string> files;
+      std::vector<char*> buffers;
+      std::vector<size_t> lengths;
+      for (const auto& [name, value] : shared.initializers) {
+        so.AddInitializer(name.c_str(), value);
+        Ort::ConstValue v(value);
+        files.push_back(shared_weight_file(name));
+        buffers.push_back(static_cast<char*>(const_cast<void*>(v.GetTensorRawData())));
+        lengths.push_back(v.GetTensorTypeAndShapeInfo().GetElementCount() *
+                          element_size(v.GetTensorTypeAndShapeInfo().GetElementType()));
+      }
+      so.AddExternalInitializersFromFilesInMemory(files, buffers, lengths);
+    }
     return std::make_shared<Session>(Session::Key{}, open_fn(so));
   } catch (const Ort::Exception& e) {
     throw ModelLoadError("cannot load " + what + ": " + e.what());
   }
 }
+
+}  // namespace
+
+std::string shared_weight_file(const std::string& initializer) {
+  std::string file = "fastort-shared-weight-";
+  for (char c : initializer) file += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return file + "-" + std::to_string(std::hash<std::string>{}(initializer)) + ".bin";
+}
+
+namespace {
 
 [[noreturn]] void rethrow_run_error(const Ort::Exception& e) {
   if (e.GetOrtErrorCode() == ORT_INVALID_ARGUMENT)
@@ -59,22 +89,22 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
 }  // namespace
 
 std::shared_ptr<Session> Session::open_file(const std::string& path, const SessionOptions& options,
-                                            OrtPrepackedWeightsContainer* prepacked) {
+                                            const SharedState& shared) {
   return open([&](Ort::SessionOptions& so) {
-                return prepacked ? Ort::Session(Runtime::get().env(), path.c_str(), so, prepacked)
-                                 : Ort::Session(Runtime::get().env(), path.c_str(), so);
+                return shared.prepacked ? Ort::Session(Runtime::get().env(), path.c_str(), so, shared.prepacked)
+                                        : Ort::Session(Runtime::get().env(), path.c_str(), so);
               },
-              options, "model file '" + path + "'");
+              options, shared, "model file '" + path + "'");
 }
 
 std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, const SessionOptions& options,
-                                             const std::string& label, OrtPrepackedWeightsContainer* prepacked) {
+                                             const std::string& label, const SharedState& shared) {
   if (size == 0) throw ModelLoadError("cannot load " + label + ": the model is empty (0 bytes)");
   return open([&](Ort::SessionOptions& so) {
-                return prepacked ? Ort::Session(Runtime::get().env(), data, size, so, prepacked)
-                                 : Ort::Session(Runtime::get().env(), data, size, so);
+                return shared.prepacked ? Ort::Session(Runtime::get().env(), data, size, so, shared.prepacked)
+                                        : Ort::Session(Runtime::get().env(), data, size, so);
               },
-              options, label);
+              options, shared, label);
 }
 
 Session::Session(Key, Ort::Session session) : session_(std::move(session)) {

@@ -29,18 +29,29 @@ struct SessionOptions {
   std::vector<std::pair<std::string, std::string>> config;
 };
 
+// What sessions of one pool share (see SessionPool).
+struct SharedState {
+  OrtPrepackedWeightsContainer* prepacked = nullptr;  // prepacked weights, held once
+  // Initializers onnxruntime takes from these values (which must outlive the
+  // session) instead of the model's own copies.
+  std::vector<std::pair<std::string, const OrtValue*>> initializers;
+};
+
+// The external-data "file" name under which a shared initializer's buffer is
+// handed to onnxruntime (the model's TensorProto must point there).
+std::string shared_weight_file(const std::string& initializer);
+
 class Session {
  public:
   // Loads a model file (external data is resolved next to it) or serialized bytes.
   // Throws ModelLoadError naming `path` / `label` and onnxruntime's reason.
-  // `prepacked`, when given, is shared with other sessions of the same model so
-  // that weights onnxruntime prepacks are held once.
+  // `shared` carries weights shared with other sessions of the same model.
   static std::shared_ptr<Session> open_file(const std::string& path, const SessionOptions& options,
-                                            OrtPrepackedWeightsContainer* prepacked = nullptr);
+                                            const SharedState& shared = {});
   static std::shared_ptr<Session> open_bytes(const void* data, size_t size,
                                              const SessionOptions& options,
                                              const std::string& label = "model bytes",
-                                             OrtPrepackedWeightsContainer* prepacked = nullptr);
+                                             const SharedState& shared = {});
 
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
