@@ -7,12 +7,14 @@ come back as numpy arrays that own onnxruntime's buffers. Neither is copied.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import mmap
 import os
 import tempfile
 import threading
 import warnings
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import (
@@ -266,6 +268,7 @@ class Engine:
         self.providers: Tuple[str, ...] = tuple(options["providers"])
         self.replicas: int = replicas
         self.batch_config: Optional[BatchConfig] = batching
+        _live_engines.add(self)
         if batching is not None:
             self._start_queue(batching)
             if not core.batching and batching.max_batch_size > 1:
@@ -574,6 +577,20 @@ def _release_pages(mapping: Any) -> None:
     from the file if onnxruntime ever touches them again)."""
     if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
         mapping.madvise(mmap.MADV_DONTNEED)
+
+
+#: Engines not closed yet; closed at interpreter exit, before Python stops its
+#: threads, so that no thread is left waiting inside the native core.
+_live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_engines() -> None:
+    for engine in list(_live_engines):
+        try:
+            engine.close(drain=False)
+        except Exception:  # pragma: no cover - best effort at exit
+            pass
 
 
 def _deliver_completions(core: "_core.Engine") -> None:
