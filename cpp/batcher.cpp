@@ -232,6 +232,7 @@ uint64_t Batcher::submit(Request request) {
 }
 
 bool Batcher::cancel(uint64_t id) {
+  PendingPtr removed;  // released after the lock (see finish)
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& q : queues_) {
     for (auto it = q.begin(); it != q.end(); ++it) {
@@ -239,6 +240,7 @@ bool Batcher::cancel(uint64_t id) {
         --queued_requests_;
         queued_rows_ -= static_cast<size_t>((*it)->rows);
         ++counters_.cancelled;
+        removed = std::move(*it);
         q.erase(it);
         return true;
       }
@@ -351,6 +353,7 @@ void Batcher::worker_loop(size_t replica) {
       for (auto& p : expired)
         finish(*p, Outcome{std::make_exception_ptr(TimeoutError("the request's deadline passed before it could run")), {}},
                false);
+      expired.clear();
       lock.lock();
       continue;
     }
@@ -368,6 +371,7 @@ void Batcher::worker_loop(size_t replica) {
     ++in_flight_;
     lock.unlock();
     run_batch(replica, batch);
+    batch.clear();  // release the requests before taking the lock (see finish)
     lock.lock();
     --in_flight_;
     cv_.notify_all();
@@ -527,13 +531,19 @@ void Batcher::finish(Pending& p, Outcome&& outcome, bool ok) {
       }
     }
   }
-  if (p.req.done) {
+  // Drop every caller-side reference here, outside the lock: the callback and
+  // the keepalive may hold objects whose release needs the caller's runtime
+  // (the GIL), which must never be waited for while mu_ is held.
+  std::function<void(Outcome&&)> done = std::move(p.req.done);
+  p.req.done = nullptr;
+  if (done) {
     try {
-      p.req.done(std::move(outcome));
+      done(std::move(outcome));
     } catch (...) {
       // A completion callback must not take the worker down.
     }
   }
+  done = nullptr;
   p.req.keepalive.reset();
 }
 
