@@ -271,7 +271,11 @@ TensorView view_of_array(py::handle obj, const std::string& what, Held& held) {
       if (PyUnicode_Check(item.ptr())) {
         Py_ssize_t len = 0;
         const char* s = PyUnicode_AsUTF8AndSize(item.ptr(), &len);
-        if (s == nullptr) throw py::error_already_set();
+        if (s == nullptr) {
+          PyErr_Clear();
+          throw InvalidInputError(what + ": element " + std::to_string(i) +
+                                  " cannot be encoded as UTF-8 (it holds a lone surrogate)");
+        }
         held.utf8.emplace_back(s, static_cast<size_t>(len));
       } else if (PyBytes_Check(item.ptr())) {
         held.utf8.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
@@ -463,11 +467,13 @@ class PyEngine {
   const Session& core() const { return pool_->front(); }
   size_t replicas() const { return pool_->size(); }
 
-  // Turns on the batcher (also the scheduler behind submit() when max_batch_size is 1).
-  void start_batcher(const BatcherOptions& options) {
+  // Turns on the request queue: the batcher, or, with max_batch_size 1, the
+  // scheduler behind submit(). With route_runs, run() goes through it too.
+  void start_batcher(const BatcherOptions& options, bool route_runs) {
     if (batcher_) throw Error("the batcher is already running");
     batcher_ = std::make_unique<Batcher>(pool_, options);
     completions_ = std::make_shared<CompletionQueue>();
+    route_runs_ = route_runs;
   }
   bool has_batcher() const { return batcher_ != nullptr; }
   bool batching() const { return batcher_ && batcher_->batching() && batcher_->options().max_batch_size > 1; }
@@ -490,7 +496,7 @@ class PyEngine {
   }
 
   py::dict run(py::handle inputs, py::handle outputs, py::handle out, double timeout_s, int priority) const {
-    if (batcher_ && out.is_none() && batching()) return run_queued(inputs, outputs, timeout_s, priority);
+    if (route_runs_ && out.is_none()) return run_queued(inputs, outputs, timeout_s, priority);
     const size_t n = core().inputs().size();
     std::vector<Held> held(n);
     std::vector<TensorView> views(n);
@@ -747,6 +753,7 @@ class PyEngine {
 
   std::shared_ptr<SessionPool> pool_;
   std::unique_ptr<Batcher> batcher_;
+  bool route_runs_ = false;
   std::shared_ptr<CompletionQueue> completions_;
   std::vector<py::str> input_names_;
   std::vector<py::str> output_names_;
@@ -842,7 +849,8 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "start_batcher",
           [](PyEngine& e, size_t max_batch_size, double max_delay_us, size_t max_queue, size_t max_queue_rows,
-             size_t batch_axis, int priority_levels, const std::vector<std::tuple<size_t, size_t, double>>& padding) {
+             size_t batch_axis, int priority_levels, const std::vector<std::tuple<size_t, size_t, double>>& padding,
+             bool route_runs) {
             BatcherOptions o;
             o.max_batch_size = max_batch_size;
             o.max_delay = std::chrono::microseconds(static_cast<int64_t>(max_delay_us));
@@ -851,10 +859,10 @@ PYBIND11_MODULE(_core, m) {
             o.batch_axis = batch_axis;
             o.priority_levels = priority_levels;
             for (const auto& [input, dim, value] : padding) o.padding.push_back(PadSpec{input, dim, value});
-            e.start_batcher(o);
+            e.start_batcher(o, route_runs);
           },
           py::arg("max_batch_size"), py::arg("max_delay_us"), py::arg("max_queue"), py::arg("max_queue_rows"),
-          py::arg("batch_axis"), py::arg("priority_levels"), py::arg("padding"))
+          py::arg("batch_axis"), py::arg("priority_levels"), py::arg("padding"), py::arg("route_runs"))
       .def("run", &PyEngine::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
            py::arg("timeout") = 0.0, py::arg("priority") = 0, "Run the model; returns a dict of output name -> value.")
       .def("submit", &PyEngine::submit, py::arg("inputs"), py::arg("outputs"), py::arg("token"),

@@ -35,7 +35,7 @@ from typing import (
 import numpy as np
 
 from . import _core, _runtime
-from .errors import ConfigError, EngineClosedError, ModelLoadError, ModelNotFoundError
+from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -270,7 +270,7 @@ class Engine:
         self.batch_config: Optional[BatchConfig] = batching
         _live_engines.add(self)
         if batching is not None:
-            self._start_queue(batching)
+            self._start_queue(batching, route_runs=True)
             if not core.batching and batching.max_batch_size > 1:
                 warnings.warn(
                     f"fastort: {self._source} cannot be batched ({core.unbatchable_reason}); "
@@ -471,10 +471,10 @@ class Engine:
                 if self._core is None:
                     raise EngineClosedError(f"engine for {self._source} is closed")
                 if not core.has_batcher:
-                    self._start_queue(self._queue_config)
+                    self._start_queue(self._queue_config, route_runs=False)
         return core
 
-    def _start_queue(self, config: BatchConfig) -> None:
+    def _start_queue(self, config: BatchConfig, route_runs: bool) -> None:
         core = self._core
         assert core is not None
         names = [i.name for i in self.inputs]
@@ -484,15 +484,19 @@ class Engine:
                 raise ConfigError(f"padding names input {name!r}, which the model does not have ({', '.join(names)})")
             for dim, value in dims.items():
                 padding.append((names.index(name), _int_option(dim, "padding dim", 0), float(value)))
-        core.start_batcher(
-            _int_option(config.max_batch_size, "max_batch_size", 1),
-            float(_int_option(config.max_delay_us, "max_delay_us", 0)),
-            _int_option(config.max_queue, "max_queue", 0),
-            _int_option(config.max_queue_rows, "max_queue_rows", 0),
-            _int_option(config.batch_axis, "batch_axis", 0),
-            _int_option(config.priority_levels, "priority_levels", 1),
-            padding,
-        )
+        try:
+            core.start_batcher(
+                _int_option(config.max_batch_size, "max_batch_size", 1),
+                float(_int_option(config.max_delay_us, "max_delay_us", 0)),
+                _int_option(config.max_queue, "max_queue", 0),
+                _int_option(config.max_queue_rows, "max_queue_rows", 0),
+                _int_option(config.batch_axis, "batch_axis", 0),
+                _int_option(config.priority_levels, "priority_levels", 1),
+                padding,
+                route_runs,
+            )
+        except InvalidInputError as e:  # the model and these settings do not fit
+            raise ConfigError(str(e)) from None
         thread = threading.Thread(
             target=_deliver_completions, args=(core,), name=f"fastort-completions-{id(self):x}", daemon=True
         )
