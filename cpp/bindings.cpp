@@ -236,12 +236,13 @@ struct Held {
 
 // Turns a numpy array into a view over its memory. Non-contiguous or byte-swapped
 // arrays are converted once (documented); everything else is used in place.
-TensorView view_of_array(py::handle obj, const std::string& what, Held& held) {
+TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held) {
+  auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
       obj = held.array = py::array::ensure(obj);
     } else {
-      throw InvalidInputError(what + ": expected a numpy.ndarray, got " + type_name(obj) +
+      throw InvalidInputError(what() + ": expected a numpy.ndarray, got " + type_name(obj) +
                               " (wrap it with numpy.asarray(..., dtype=...))");
     }
   }
@@ -250,7 +251,7 @@ TensorView view_of_array(py::handle obj, const std::string& what, Held& held) {
   TensorView view;
   view.type = dtypes().type_of(dt);
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
-    throw InvalidInputError(what + ": numpy dtype " + std::string(py::str(dt)) + " is not supported");
+    throw InvalidInputError(what() + ": numpy dtype " + std::string(py::str(dt)) + " is not supported");
 
   const char order = dt.byteorder();
   const bool swapped = order == '>' && dt.itemsize() > 1;  // this is little-endian-only code
@@ -273,14 +274,14 @@ TensorView view_of_array(py::handle obj, const std::string& what, Held& held) {
         const char* s = PyUnicode_AsUTF8AndSize(item.ptr(), &len);
         if (s == nullptr) {
           PyErr_Clear();
-          throw InvalidInputError(what + ": element " + std::to_string(i) +
+          throw InvalidInputError(what() + ": element " + std::to_string(i) +
                                   " cannot be encoded as UTF-8 (it holds a lone surrogate)");
         }
         held.utf8.emplace_back(s, static_cast<size_t>(len));
       } else if (PyBytes_Check(item.ptr())) {
         held.utf8.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
       } else {
-        throw InvalidInputError(what + ": string tensors take str or bytes elements, element " + std::to_string(i) +
+        throw InvalidInputError(what() + ": string tensors take str or bytes elements, element " + std::to_string(i) +
                                 " is " + type_name(item));
       }
       ++i;
@@ -504,11 +505,16 @@ class PyEngine {
     std::vector<size_t> selected = select_outputs(outputs);
     std::vector<py::object> out_arrays(selected.size());
     std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
+    if (out_views.empty()) {
+      py::dict result;
+      if (run_into_guess(views, selected, result)) return result;
+    }
     std::vector<Ort::Value> results;
     {
       py::gil_scoped_release release;
       results = pool_->run(views, selected, out_views);
     }
+    if (out_views.empty()) remember_shapes(views, selected, results);
     py::dict result;
     for (size_t k = 0; k < selected.size(); ++k)
       result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : owned_to_python(std::move(results[k]));
@@ -605,6 +611,86 @@ class PyEngine {
   }
 
  private:
+  // Small outputs of a call whose input shapes match the previous call's are
+  // allocated by numpy up front, in the shapes that call produced, and
+  // onnxruntime writes straight into them: one allocation instead of an
+  // onnxruntime buffer plus the object that lets numpy own it. A wrong guess
+  // (outputs that depend on input values) costs one more run; after a few,
+  // guessing stops for this engine.
+  static constexpr size_t kGuessMaxBytes = 64 * 1024;
+  static constexpr int kGuessMaxMisses = 3;
+
+  struct ShapeGuess {
+    std::mutex mu;
+    std::vector<int64_t> key;  // the inputs' ranks and dims
+    std::vector<size_t> outputs;
+    std::vector<std::vector<int64_t>> shapes;
+    int misses = 0;
+    bool disabled = false;
+  };
+
+  static std::vector<int64_t> shape_key(const std::vector<TensorView>& views) {
+    std::vector<int64_t> key;
+    for (const auto& v : views) {
+      key.push_back(static_cast<int64_t>(v.shape.size()));
+      key.insert(key.end(), v.shape.begin(), v.shape.end());
+    }
+    return key;
+  }
+
+  bool run_into_guess(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
+                      py::dict& result) const {
+    std::vector<std::vector<int64_t>> shapes;
+    {
+      std::lock_guard<std::mutex> lock(guess_->mu);
+      if (guess_->disabled || guess_->outputs != selected || guess_->key != shape_key(views)) return false;
+      shapes = guess_->shapes;
+    }
+    const auto& outs = core().outputs();
+    std::vector<py::object> arrays(selected.size());
+    std::vector<TensorView> out_views(selected.size());
+    for (size_t k = 0; k < selected.size(); ++k) {
+      const ElementType type = outs[selected[k]].type;
+      std::vector<py::ssize_t> dims(shapes[k].begin(), shapes[k].end());
+      py::array a(py::reinterpret_borrow<py::dtype>(dtypes().dtype_of(type)), dims);
+      out_views[k].type = type;
+      out_views[k].shape = shapes[k];
+      out_views[k].data = a.mutable_data();
+      arrays[k] = std::move(a);
+    }
+    try {
+      py::gil_scoped_release release;
+      pool_->run(views, selected, out_views);
+    } catch (const Error&) {
+      std::lock_guard<std::mutex> lock(guess_->mu);  // maybe a wrong guess: the caller runs again
+      guess_->key.clear();
+      guess_->disabled = ++guess_->misses >= kGuessMaxMisses;
+      return false;
+    }
+    for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = arrays[k];
+    return true;
+  }
+
+  void remember_shapes(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
+                       std::vector<Ort::Value>& results) const {
+    if (guess_->disabled) return;
+    std::vector<std::vector<int64_t>> shapes;
+    for (auto& v : results) {
+      if (!v.IsTensor()) return;
+      TensorView t = view_of(v);
+      const size_t item = element_size(t.type);
+      if (item == 0 || dtypes().dtype_of(t.type).is_none()) return;
+      size_t bytes = item;
+      for (int64_t d : t.shape) bytes *= static_cast<size_t>(d);
+      if (bytes > kGuessMaxBytes || bytes == 0) return;
+      shapes.push_back(std::move(t.shape));
+    }
+    std::lock_guard<std::mutex> lock(guess_->mu);
+    guess_->key = shape_key(views);
+    guess_->outputs = selected;
+    guess_->shapes = std::move(shapes);
+  }
+
   void require_batcher() const {
     if (!batcher_) throw Error("this engine has no request queue (internal: start_batcher was not called)");
   }
@@ -671,7 +757,7 @@ class PyEngine {
           continue;
         }
         ++found;
-        views[i] = view_of_array(item, "input '" + ins[i].name + "'", held[i]);
+        views[i] = view_of_array(item, "input", ins[i].name, held[i]);
       }
       if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
         std::string unknown;
@@ -693,7 +779,7 @@ class PyEngine {
       if (static_cast<size_t>(seq.size()) != n)
         throw InvalidInputError("the model takes " + std::to_string(n) + " inputs (" + names_of(ins) + "), got " +
                                 std::to_string(seq.size()));
-      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input '" + ins[i].name + "'", held[i]);
+      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input", ins[i].name, held[i]);
     } else {
       throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
                               names_of(ins) + "), got " + type_name(inputs));
@@ -755,6 +841,7 @@ class PyEngine {
   std::unique_ptr<Batcher> batcher_;
   bool route_runs_ = false;
   std::shared_ptr<CompletionQueue> completions_;
+  std::unique_ptr<ShapeGuess> guess_ = std::make_unique<ShapeGuess>();
   std::vector<py::str> input_names_;
   std::vector<py::str> output_names_;
 };
@@ -784,7 +871,7 @@ std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& o
   for (size_t i = 0; i < initializers.size(); ++i) {
     auto item = initializers[i].cast<py::tuple>();
     const auto name = item[0].cast<std::string>();
-    shared.emplace_back(name, view_of_array(item[1], "initializer '" + name + "'", weights->held[i]));
+    shared.emplace_back(name, view_of_array(item[1], "initializer", name, weights->held[i]));
   }
   ModelSource source;
   py::object keep = model;  // bytes stay referenced (and immutable) while loading

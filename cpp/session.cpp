@@ -2,6 +2,8 @@
 
 #include <cctype>
 #include <cstring>
+#include <limits>
+#include <string_view>
 #include <functional>
 
 #include "errors.h"
@@ -139,42 +141,58 @@ std::ptrdiff_t Session::output_index(const std::string& name) const noexcept {
 
 namespace {
 
-void check_fit(const IOInfo& io, const TensorView& view, const std::string& what) {
+// Messages are built only on failure: this runs on every call.
+std::string label(const char* kind, const std::string& name) { return std::string(kind) + " '" + name + "'"; }
+
+void check_fit(const IOInfo& io, const TensorView& view, const char* kind) {
   if (io.kind != ValueKind::Tensor)
-    throw InvalidInputError(what + " is of type " + io.type_string + ": fastort passes tensors only");
+    throw InvalidInputError(label(kind, io.name) + " is of type " + io.type_string + ": fastort passes tensors only");
   if (view.type != io.type)
-    throw InvalidInputError(what + ": expected dtype " + element_type_name(io.type) + ", got " +
+    throw InvalidInputError(label(kind, io.name) + ": expected dtype " + element_type_name(io.type) + ", got " +
                             element_type_name(view.type));
   if (!io.has_shape) return;
   if (view.shape.size() != io.shape.size())
-    throw InvalidInputError(what + ": expected rank " + std::to_string(io.shape.size()) + " (shape " +
-                            io.shape_string() + "), got rank " + std::to_string(view.shape.size()) +
-                            " (shape " + shape_to_string(view.shape) + ")");
+    throw InvalidInputError(label(kind, io.name) + ": expected rank " + std::to_string(io.shape.size()) + " (shape " +
+                            io.shape_string() + "), got rank " + std::to_string(view.shape.size()) + " (shape " +
+                            shape_to_string(view.shape) + ")");
   for (size_t d = 0; d < io.shape.size(); ++d) {
     if (io.shape[d] >= 0 && view.shape[d] != io.shape[d])
-      throw InvalidInputError(what + ": dim " + std::to_string(d) + " must be " + std::to_string(io.shape[d]) +
-                              " (shape " + io.shape_string() + "), got shape " + shape_to_string(view.shape));
+      throw InvalidInputError(label(kind, io.name) + ": dim " + std::to_string(d) + " must be " +
+                              std::to_string(io.shape[d]) + " (shape " + io.shape_string() + "), got shape " +
+                              shape_to_string(view.shape));
   }
+}
+
+// Element count of `shape`, checked for overflow; the message names the tensor.
+size_t element_count(const TensorView& view, size_t item, const char* kind, const std::string& name) {
+  size_t count = 1;
+  bool overflow = false;
+  for (int64_t d : view.shape) {
+    if (d < 0) return checked_element_count(view.shape, item, label(kind, name));  // throws
+    overflow = overflow || __builtin_mul_overflow(count, static_cast<size_t>(d), &count);
+  }
+  size_t bytes = 0;
+  if (overflow || __builtin_mul_overflow(count, item == 0 ? 1 : item, &bytes) ||
+      bytes > static_cast<size_t>(std::numeric_limits<int64_t>::max()))
+    return checked_element_count(view.shape, item, label(kind, name));  // throws
+  return count;
 }
 
 }  // namespace
 
-void Session::check_input(size_t index, const TensorView& view) const {
-  check_fit(inputs_.at(index), view, "input '" + inputs_[index].name + "'");
-}
+void Session::check_input(size_t index, const TensorView& view) const { check_fit(inputs_.at(index), view, "input"); }
 
 void Session::check_output_buffer(size_t index, const TensorView& view) const {
   const IOInfo& io = outputs_.at(index);
-  const std::string what = "output buffer for '" + io.name + "'";
   if (io.kind == ValueKind::Tensor && io.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING)
-    throw InvalidInputError(what + ": string outputs cannot be written into a caller buffer");
-  check_fit(io, view, what);
+    throw InvalidInputError(label("output buffer for", io.name) + ": string outputs cannot be written into a caller buffer");
+  check_fit(io, view, "output buffer for");
 }
 
-Ort::Value Session::wrap(const TensorView& view, const std::string& what) const {
+Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::string& name) const {
   const Runtime& rt = Runtime::get();
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
-    const size_t count = checked_element_count(view.shape, sizeof(void*), what);
+    const size_t count = element_count(view, sizeof(std::string_view), kind, name);
     Ort::Value v = Ort::Value::CreateTensor(rt.allocator(), view.shape.data(), view.shape.size(), view.type);
     for (size_t i = 0; i < count; ++i) {
       const std::string_view& str = view.strings[i];
@@ -185,11 +203,11 @@ Ort::Value Session::wrap(const TensorView& view, const std::string& what) const 
   }
   const size_t item = element_size(view.type);
   if (item == 0)
-    throw InvalidInputError(what + ": element type " + element_type_name(view.type) + " is not supported");
-  const size_t bytes = checked_element_count(view.shape, item, what) * item;
+    throw InvalidInputError(label(kind, name) + ": element type " + element_type_name(view.type) + " is not supported");
+  const size_t bytes = element_count(view, item, kind, name) * item;
   static char empty_buffer[16];  // onnxruntime refuses a null buffer, even for 0 elements
   void* data = view.data != nullptr ? view.data : (bytes == 0 ? empty_buffer : nullptr);
-  if (data == nullptr) throw InvalidInputError(what + ": no data buffer");
+  if (data == nullptr) throw InvalidInputError(label(kind, name) + ": no data buffer");
   return Ort::Value::CreateTensor(rt.cpu_memory(), data, bytes, view.shape.data(), view.shape.size(), view.type);
 }
 
@@ -203,17 +221,16 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
     in_values.reserve(inputs.size());
     for (size_t i = 0; i < inputs.size(); ++i) {
       check_input(i, inputs[i]);
-      in_values.push_back(wrap(inputs[i], "input '" + inputs_[i].name + "'"));
+      in_values.push_back(wrap(inputs[i], "input", inputs_[i].name));
     }
 
-    std::vector<const char*> out_names;
-    if (outputs.empty()) {
-      out_names = output_names_;
-    } else {
-      out_names.reserve(outputs.size());
+    std::vector<const char*> selected_names;
+    const std::vector<const char*>& out_names = outputs.empty() ? output_names_ : selected_names;
+    if (!outputs.empty()) {
+      selected_names.reserve(outputs.size());
       for (size_t idx : outputs) {
         if (idx >= outputs_.size()) throw InvalidInputError("output index " + std::to_string(idx) + " out of range");
-        out_names.push_back(output_names_[idx]);
+        selected_names.push_back(output_names_[idx]);
       }
     }
     if (!out.empty() && out.size() != out_names.size())
@@ -226,7 +243,7 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
       if (!out.empty() && (out[k].data != nullptr || out[k].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)) {
         const size_t idx = outputs.empty() ? k : outputs[k];
         check_output_buffer(idx, out[k]);
-        out_values.push_back(wrap(out[k], "output buffer for '" + outputs_[idx].name + "'"));
+        out_values.push_back(wrap(out[k], "output buffer for", outputs_[idx].name));
       } else {
         out_values.emplace_back(nullptr);
       }

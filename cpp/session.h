@@ -86,7 +86,7 @@ class Session {
   Session(Key, Ort::Session session);
 
  private:
-  Ort::Value wrap(const TensorView& view, const std::string& what) const;
+  Ort::Value wrap(const TensorView& view, const char* kind, const std::string& name) const;
 
   mutable Ort::Session session_;  // Run() is thread-safe in onnxruntime
   std::vector<IOInfo> inputs_;
