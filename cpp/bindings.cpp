@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -236,7 +237,10 @@ struct Held {
 
 // Turns a numpy array into a view over its memory. Non-contiguous or byte-swapped
 // arrays are converted once (documented); everything else is used in place.
-TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held) {
+// `expected` (when known) lets a string/object array meant for a non-string
+// tensor fail on its dtype before its elements are looked at.
+TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
+                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) {
   auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
@@ -252,6 +256,10 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   view.type = dtypes().type_of(dt);
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED)
     throw InvalidInputError(what() + ": numpy dtype " + std::string(py::str(dt)) + " is not supported");
+  if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING && expected != ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED &&
+      expected != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING)
+    throw InvalidInputError(what() + ": expected dtype " + element_type_name(expected) + ", got " +
+                            (dt.kind() == 'O' ? "object" : "string"));
 
   const char order = dt.byteorder();
   const bool swapped = order == '>' && dt.itemsize() > 1;  // this is little-endian-only code
@@ -626,7 +634,7 @@ class PyEngine {
     std::vector<size_t> outputs;
     std::vector<std::vector<int64_t>> shapes;
     int misses = 0;
-    bool disabled = false;
+    std::atomic<bool> disabled{false};  // also read without the lock
   };
 
   static std::vector<int64_t> shape_key(const std::vector<TensorView>& views) {
@@ -757,7 +765,7 @@ class PyEngine {
           continue;
         }
         ++found;
-        views[i] = view_of_array(item, "input", ins[i].name, held[i]);
+        views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type);
       }
       if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
         std::string unknown;
@@ -779,7 +787,7 @@ class PyEngine {
       if (static_cast<size_t>(seq.size()) != n)
         throw InvalidInputError("the model takes " + std::to_string(n) + " inputs (" + names_of(ins) + "), got " +
                                 std::to_string(seq.size()));
-      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input", ins[i].name, held[i]);
+      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type);
     } else {
       throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
                               names_of(ins) + "), got " + type_name(inputs));
@@ -793,7 +801,8 @@ class PyEngine {
       for (size_t k = 0; k < outs.size(); ++k) selected.push_back(k);
       return selected;
     }
-    if (py::isinstance<py::str>(outputs)) throw InvalidInputError("outputs must be a list of output names, not a str");
+    if (py::isinstance<py::str>(outputs) || py::isinstance<py::bytes>(outputs) || !py::isinstance<py::iterable>(outputs))
+      throw InvalidInputError("outputs must be a list of output names, got " + type_name(outputs));
     for (py::handle name : outputs) {
       const std::string s = py::str(name);
       const auto idx = core().output_index(s);
@@ -816,9 +825,12 @@ class PyEngine {
       const auto idx = core().output_index(key);
       size_t k = 0;
       while (k < selected.size() && static_cast<std::ptrdiff_t>(selected[k]) != idx) ++k;
-      if (idx < 0 || k == selected.size())
-        throw InvalidInputError("out has a buffer for '" + key + "', which is not a requested output (" +
-                                names_of(outs) + ")");
+      if (idx < 0 || k == selected.size()) {
+        std::string requested;
+        for (size_t s : selected) requested += (requested.empty() ? "" : ", ") + outs[s].name;
+        throw InvalidInputError("out has a buffer for '" + key + "', which is not a requested output (requested: " +
+                                (requested.empty() ? "none" : requested) + ")");
+      }
       const std::string what = "output buffer for '" + key + "'";
       if (!py::isinstance<py::array>(kv.second))
         throw InvalidInputError(what + ": expected a numpy.ndarray, got " + type_name(kv.second));

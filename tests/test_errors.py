@@ -73,7 +73,7 @@ def test_bad_output_requests(engine):
     x = np.ones((1, 4), np.float32)
     with pytest.raises(InvalidInputError, match=r"unknown output 'nope' \(model outputs: y\)"):
         engine.run({"x": x}, outputs=["nope"])
-    with pytest.raises(InvalidInputError, match=r"outputs must be a list of output names, not a str"):
+    with pytest.raises(InvalidInputError, match=r"outputs must be a list of output names, got str"):
         engine.run({"x": x}, outputs="y")
     for buf, pattern in [
         (np.empty((1, 3), np.float64), r"output buffer for 'y': expected dtype float32, got float64"),
@@ -148,7 +148,8 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path: pathlib.Pat
 def test_bad_options():
     model = models.tiny()
     for kwargs, pattern in [
-        ({"providers": ["nope"]}, r"execution provider 'nope' is not available"),
+        ({"providers": ["nope"]}, r"unknown execution provider 'nope'"),
+        ({"providers": ["cuda"], "strict_providers": True}, r"'CUDAExecutionProvider' is not available .*onnxruntime-gpu"),
         ({"providers": []}, r"providers is empty"),
         ({"intra_op_threads": -1}, r"intra_op_threads must be a non-negative int"),
         ({"graph_optimization": "max"}, r"graph_optimization must be one of"),
@@ -181,3 +182,15 @@ def test_runtime_failure_keeps_engine_serving():
     with pytest.raises(FastortError, match=r"Gather"):
         engine.run({"idx": np.array([7], np.int64)})
     np.testing.assert_array_equal(engine.run({"idx": np.array([1], np.int64)})["y"], [[2.0, 3.0]])
+
+
+def test_unavailable_provider_falls_back_to_cpu_with_a_warning():
+    if "CUDAExecutionProvider" in fastort.runtime_info()["providers"]:
+        pytest.skip("this runtime has CUDA: the fallback for a missing provider cannot be seen")
+    with pytest.warns(RuntimeWarning, match=r"'CUDAExecutionProvider' is not available .*using the next provider"):
+        engine = fastort.Engine(models.tiny(), providers=["cuda", "cpu"])
+    assert engine.providers == ("CPUExecutionProvider",)
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(engine.run({"x": x})["y"], np.maximum(x @ models.tiny_weights(), 0), rtol=1e-6)
+    with pytest.warns(RuntimeWarning):
+        assert fastort.Engine(models.tiny(), providers="CUDAExecutionProvider").providers == ("CPUExecutionProvider",)

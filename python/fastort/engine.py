@@ -90,31 +90,59 @@ def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
     raise ConfigError(f"{what} must be one of {sorted(table)}, got {value!r}")
 
 
-def _providers(providers: Union[str, Iterable[str]]) -> list:
+def _provider_hint(name: str) -> str:
+    if name == "CUDAExecutionProvider":
+        return "; install a CUDA-enabled runtime with `pip install onnxruntime-gpu` (in place of onnxruntime)"
+    return ""
+
+
+def _providers(providers: Union[str, Iterable[str]], strict: bool) -> list:
+    """onnxruntime provider names for ``providers``. One this runtime lacks is
+    skipped with a warning that says why (an error with ``strict``); the CPU
+    provider, which every runtime has, always comes last."""
     if isinstance(providers, str):
         providers = [providers]
-    names = []
+    names: List[str] = []
     for p in providers:
         if not isinstance(p, str):
             raise ConfigError(f"providers must be names (str), got {type(p).__name__}")
-        names.append(PROVIDER_ALIASES.get(p.lower(), p))
+        name = PROVIDER_ALIASES.get(p.lower(), p)
+        if name not in PROVIDER_ALIASES.values() and not name.endswith("ExecutionProvider"):
+            raise ConfigError(
+                f"unknown execution provider {p!r}: use a short name ({', '.join(PROVIDER_ALIASES)}) "
+                "or onnxruntime's full name (e.g. 'CUDAExecutionProvider')"
+            )
+        if name not in names:
+            names.append(name)
     if not names:
         raise ConfigError("providers is empty: give at least one, e.g. ('cpu',)")
-    available = _runtime.runtime_info()["providers"]
+    info = _runtime.runtime_info()
+    chosen = []
     for name in names:
-        if name not in available:
-            raise ConfigError(
-                f"execution provider {name!r} is not available in this onnxruntime "
-                f"(available: {', '.join(available)})"
-            )
-    return names
+        if name in info["providers"]:
+            chosen.append(name)
+            continue
+        reason = (f"execution provider {name!r} is not available in onnxruntime {info['version']} "
+                  f"(it offers {', '.join(info['providers'])}){_provider_hint(name)}")
+        if strict:
+            raise ConfigError(reason)
+        warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=4)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+#: Most threads a pool may have (onnxruntime takes the count as a C int).
+MAX_THREADS = 2**31 - 1
 
 
 def _threads(value: Optional[int], what: str) -> int:
     if value is None:
         return 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{what} must be a non-negative int (0 = onnxruntime's default), got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_THREADS:
+        raise ConfigError(
+            f"{what} must be a non-negative int (0 = onnxruntime's default) up to {MAX_THREADS}, got {value!r}"
+        )
     return value
 
 
@@ -166,6 +194,8 @@ class Engine:
         log_level: onnxruntime's log level for this session: ``"verbose"`` ... ``"fatal"``.
         session_config: extra onnxruntime session config entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}``.
+        strict_providers: fail when a requested provider cannot be used,
+            instead of falling back (with a warning) to the next one and CPU.
         replicas: onnxruntime sessions of the model that serve requests in
             parallel; they share onnxruntime's prepacked weights.
         use_global_thread_pool: run every replica on onnxruntime's process-wide
@@ -190,6 +220,7 @@ class Engine:
         execution_mode: Union[str, int] = "sequential",
         log_level: Union[str, int] = "warning",
         session_config: Optional[Mapping[str, str]] = None,
+        strict_providers: bool = False,
         replicas: int = 1,
         use_global_thread_pool: bool = False,
         share_weights: bool = True,
@@ -216,7 +247,7 @@ class Engine:
         if intra == 0 and replicas > 1 and not use_global_thread_pool:
             intra = max(1, (os.cpu_count() or 1) // replicas)
         options = {
-            "providers": _providers(providers),
+            "providers": _providers(providers, strict_providers),
             "intra_op_threads": intra,
             "inter_op_threads": _threads(inter_op_threads, "inter_op_threads"),
             "use_global_thread_pools": bool(use_global_thread_pool),
@@ -259,7 +290,17 @@ class Engine:
         self._weights_mapping: Any = None
         if replicas > 1 and share_weights:
             source, weights, self._weights_mapping = _split_weights(model, source)
-        core = _core.Engine.open(source, options, weights)
+        try:
+            core = _core.Engine.open(source, options, weights)
+        except ModelLoadError as e:
+            accelerators = [p for p in options["providers"] if p != "CPUExecutionProvider"]
+            if strict_providers or not accelerators:
+                raise
+            # e.g. onnxruntime-gpu without a GPU or without its CUDA libraries
+            options["providers"] = ["CPUExecutionProvider"]
+            core = _core.Engine.open(source, options, weights)
+            warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({e}); running on CPU",
+                          RuntimeWarning, stacklevel=2)
         del weights
         _release_pages(self._weights_mapping)
         self._core = core
