@@ -253,6 +253,9 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
                  out_names.data(), out_values.data(), out_values.size());
     return out_values;
   } catch (const Ort::Exception& e) {
+    const std::string msg = e.what();
+    if (!out.empty() && msg.find("shape") != std::string::npos)
+      throw InvalidInputError("an output buffer does not have the output's shape: " + msg);
     rethrow_run_error(e);
   }
 }

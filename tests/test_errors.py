@@ -89,7 +89,7 @@ def test_bad_output_requests(engine):
         engine.run({"x": x}, out={"y": readonly})
     with pytest.raises(InvalidInputError, match=r"not a requested output"):
         engine.run({"x": x}, out={"zz": np.empty((1, 3), np.float32)})
-    with pytest.raises(InvalidInputError, match=r"onnxruntime rejected"):
+    with pytest.raises(InvalidInputError, match=r"an output buffer does not have the output's shape"):
         engine.run({"x": x}, out={"y": np.empty((2, 3), np.float32)})  # wrong batch: onnxruntime says so
     assert engine.run({"x": x})["y"].shape == (1, 3)  # still serving
 

@@ -283,6 +283,7 @@ class Engine:
                 raise ModelNotFoundError(f"model file not found: {path}")
             if os.path.isdir(path):
                 raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
+            _check_external_data(path)
             source = path
         else:
             source = _model_bytes(model)
@@ -720,6 +721,40 @@ def _progress_bar(total: Optional[int], enabled: bool) -> Any:
         warnings.warn("fastort: progress=True needs tqdm (pip install tqdm)", stacklevel=3)
         return _NoBar()
     return tqdm(total=total, unit="rows", unit_scale=True, dynamic_ncols=True)
+
+
+def _check_external_data(path: str) -> None:
+    """Refuses a model whose external-data files lie outside its folder
+    (``../``, absolute paths, links out): a model file must not make fastort read
+    arbitrary files. Models without external data are not parsed here."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data.find(b"location") < 0:  # the key of every external-data entry
+                return
+    except (OSError, ValueError) as e:  # unreadable, or empty (mmap refuses 0 bytes)
+        if isinstance(e, OSError) and not isinstance(e, ValueError):
+            raise ModelLoadError(f"cannot read model file {path}: {e}") from None
+        return
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+        proto = onnx.load(path, load_external_data=False)
+    except Exception:
+        return  # not a model onnx can read: onnxruntime says why
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for tensor in _get_all_tensors(proto):
+        if not uses_external_data(tensor):
+            continue
+        for entry in tensor.external_data:
+            if entry.key != "location":
+                continue
+            target = os.path.realpath(os.path.join(folder, entry.value))
+            if os.path.isabs(entry.value) or os.path.commonpath([folder, target]) != folder:
+                raise ModelLoadError(
+                    f"model file {path}: tensor {tensor.name!r} keeps its data in {entry.value!r}, outside the "
+                    "model's folder; fastort refuses to read files outside it"
+                )
 
 
 def _spec_str(spec: IOSpec) -> str:
