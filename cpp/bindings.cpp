@@ -119,6 +119,7 @@ class DtypeTable {
  public:
   ElementType type_of(const py::dtype& dt) {
     const int num = dt.num();
+    if (dt.kind() == 'T') return ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING;  // numpy 2's StringDType
     if (num >= 256) {  // a user-defined dtype: ml_dtypes registers its types this way
       load_ml_dtypes(false);
       auto it = user_types_.find(num);

@@ -34,11 +34,30 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
       so.AppendExecutionProvider_CUDA_V2(*cuda);
       continue;
     }
-    std::string name = p;
-    const std::string suffix = "ExecutionProvider";
-    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-      name.resize(name.size() - suffix.size());
-    so.AppendExecutionProvider(name, {});
+    if (p == "TensorrtExecutionProvider") {
+      OrtTensorRTProviderOptionsV2* trt = nullptr;
+      Ort::ThrowOnError(Ort::GetApi().CreateTensorRTProviderOptions(&trt));
+      std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(Ort::GetApi().ReleaseTensorRTProviderOptions)>
+          guard(trt, Ort::GetApi().ReleaseTensorRTProviderOptions);
+      so.AppendExecutionProvider_TensorRT_V2(*trt);
+      continue;
+    }
+    // onnxruntime knows the others by their full names ("XnnpackExecutionProvider");
+    // runtimes that predate those take a short one, tried second.
+    try {
+      so.AppendExecutionProvider(p, {});
+    } catch (const Ort::Exception& first) {
+      std::string name = p;
+      const std::string suffix = "ExecutionProvider";
+      if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        name.resize(name.size() - suffix.size());
+      if (name == p) throw;
+      try {
+        so.AppendExecutionProvider(name, {});
+      } catch (const Ort::Exception&) {
+        throw first;
+      }
+    }
   }
   return so;
 }
@@ -253,8 +272,11 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
                  out_names.data(), out_values.data(), out_values.size());
     return out_values;
   } catch (const Ort::Exception& e) {
+    // onnxruntime's words for a caller buffer whose shape is not the output's
+    // (newer runtimes, then older ones); other failures that mention a shape are not.
     const std::string msg = e.what();
-    if (!out.empty() && msg.find("shape") != std::string::npos)
+    if (!out.empty() && (msg.find("output OrtValue provided for output") != std::string::npos ||
+                         msg.find("attempting to re-use buffer") != std::string::npos))
       throw InvalidInputError("an output buffer does not have the output's shape: " + msg);
     rethrow_run_error(e);
   }
