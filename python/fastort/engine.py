@@ -246,7 +246,7 @@ class Engine:
         intra = _threads(intra_op_threads, "intra_op_threads")
         if intra == 0 and replicas > 1 and not use_global_thread_pool:
             intra = max(1, (os.cpu_count() or 1) // replicas)
-        options = {
+        options: Dict[str, Any] = {
             "providers": _providers(providers, strict_providers),
             "intra_op_threads": intra,
             "inter_op_threads": _threads(inter_op_threads, "inter_op_threads"),
