@@ -31,16 +31,27 @@ def test_batched_equals_unbatched():
     assert batched.batching
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((1 + i % 3, 8)).astype(np.float32) for i in range(60)]
+    # Two long requests first keep both replicas busy while the short ones queue
+    # up (an idle replica takes each request at once, and this model is fast).
+    big = np.ones((400_000, 8), np.float32)
+    firsts = [batched.submit({"x": big}) for _ in range(2)]
+    deadline = time.monotonic() + 10
+    while batched.stats()["in_flight_batches"] < 2 and not all(f.done() for f in firsts) \
+            and time.monotonic() < deadline:
+        time.sleep(0.0002)
     futures = [batched.submit({"x": x}) for x in xs]
+    for f in firsts:
+        assert f.result(timeout=10)["y"].shape == (len(big), 4)
     for x, f in zip(xs, futures):
         got = f.result(timeout=10)["y"]
         np.testing.assert_allclose(got, plain.run({"x": x})["y"], rtol=1e-5, atol=1e-6)
         assert got.shape[0] == x.shape[0]
         assert not got.flags.owndata  # a view of the batch output
     stats = batched.stats()
-    assert stats["requests"] == 60 and stats["rows"] == sum(len(x) for x in xs)
-    assert stats["batches"] < 60  # requests were merged
-    assert max(stats["batch_size_histogram"]) <= 16
+    assert stats["requests"] == 62 and stats["rows"] == sum(len(x) for x in xs) + 2 * len(big)
+    assert stats["batches"] < 62  # requests were merged
+    hist = stats["batch_size_histogram"]  # its last bucket, 16 + 1, counts the larger ones
+    assert hist[17] == 2 and max(n for n in hist if n != 17) <= 16
     batched.close()
 
 
