@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import mmap
 import os
-import tempfile
 import threading
 import warnings
 import weakref
@@ -35,6 +33,9 @@ from typing import (
 import numpy as np
 
 from . import _core, _runtime
+from ._queue import chunks, deliver_completions, progress_bar
+from ._source import check_external_data, describe, model_bytes
+from ._weights import release_pages, split_weights
 from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -236,7 +237,7 @@ class Engine:
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
         self._completion_thread: Optional[threading.Thread] = None
-        self._source = _describe(model)
+        self._source = describe(model)
         replicas = _int_option(replicas, "replicas", 1)
         config = []
         for key, value in (session_config or {}).items():
@@ -283,14 +284,14 @@ class Engine:
                 raise ModelNotFoundError(f"model file not found: {path}")
             if os.path.isdir(path):
                 raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
-            _check_external_data(path)
+            check_external_data(path)
             source = path
         else:
-            source = _model_bytes(model)
+            source = model_bytes(model)
         weights: List[Tuple[str, np.ndarray]] = []
         self._weights_mapping: Any = None
         if replicas > 1 and share_weights:
-            source, weights, self._weights_mapping = _split_weights(model, source)
+            source, weights, self._weights_mapping = split_weights(model, source)
         try:
             core = _core.Engine.open(source, options, weights)
         except ModelLoadError as e:
@@ -303,7 +304,7 @@ class Engine:
             warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({e}); running on CPU",
                           RuntimeWarning, stacklevel=2)
         del weights
-        _release_pages(self._weights_mapping)
+        release_pages(self._weights_mapping)
         self._core = core
         self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.inputs)
         self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.outputs)
@@ -420,8 +421,8 @@ class Engine:
             batch_size = config.max_batch_size if config.max_batch_size > 1 else 64
         batch_size = _int_option(batch_size, "batch_size", 1)
         window = _int_option(max_in_flight or max(4, 4 * self.replicas), "max_in_flight", 1)
-        requests, total = _chunks(data, batch_size, config.batch_axis, [i.name for i in self.inputs])
-        bar = _progress_bar(total, progress)
+        requests, total = chunks(data, batch_size, config.batch_axis, [i.name for i in self.inputs])
+        bar = progress_bar(total, progress)
         pending: Deque[Tuple["concurrent.futures.Future[Dict[str, Any]]", int]] = deque()
         try:
             for request, rows in requests:
@@ -540,89 +541,10 @@ class Engine:
         except InvalidInputError as e:  # the model and these settings do not fit
             raise ConfigError(str(e)) from None
         thread = threading.Thread(
-            target=_deliver_completions, args=(core,), name=f"fastort-completions-{id(self):x}", daemon=True
+            target=deliver_completions, args=(core,), name=f"fastort-completions-{id(self):x}", daemon=True
         )
         thread.start()
         self._completion_thread = thread
-
-
-#: Initializers smaller than this stay inside the model (not worth sharing).
-SHARED_WEIGHT_MIN_BYTES = 1024
-
-
-def _split_weights(model: Any, source: Union[str, bytes]) -> Tuple[Union[str, bytes], List[Tuple[str, np.ndarray]], Any]:
-    """Takes the large initializers out of the model so that every replica uses
-    one copy of them instead of its own.
-
-    The weights go into an unlinked temporary file that is memory-mapped
-    read-only; each replica gets them through onnxruntime's AddInitializer (no
-    copy), and the replicas share the packed forms onnxruntime makes of them.
-    Once the sessions exist the caller drops the mapping's pages
-    (:func:`_release_pages`): onnxruntime reads its packed copies from then on,
-    and any page still needed is read back from the file on demand.
-
-    Returns the model bytes without those weights' data, the weights, and the
-    mapping. A model onnx cannot read here is returned as it was.
-    """
-    try:
-        import onnx
-        import onnx.external_data_helper
-        from onnx import numpy_helper
-
-        if isinstance(source, str):
-            proto = onnx.load(source)  # with its external data, resolved next to it
-        elif isinstance(model, onnx.ModelProto):
-            proto = onnx.ModelProto()
-            proto.CopyFrom(model)
-        else:
-            proto = onnx.load_from_string(source)
-    except Exception:
-        return source, [], None
-    picked = []
-    for tensor in proto.graph.initializer:
-        if tensor.data_type == onnx.TensorProto.STRING:
-            continue
-        array = numpy_helper.to_array(tensor)
-        if array.nbytes < SHARED_WEIGHT_MIN_BYTES or array.dtype.kind not in "biuf":
-            continue
-        picked.append((tensor, array))
-    if not picked:
-        return source, [], None
-
-    fd, path = tempfile.mkstemp(prefix="fastort-weights-", dir=os.environ.get("FASTORT_WEIGHTS_DIR"))
-    try:
-        offsets = []
-        with os.fdopen(fd, "wb") as f:
-            for _, array in picked:
-                f.seek(-f.tell() % 64, os.SEEK_CUR)  # 64-byte aligned
-                offsets.append(f.tell())
-                f.write(np.ascontiguousarray(array).data)
-            size = f.tell()
-        with open(path, "rb") as f:
-            mapping = mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ)
-    finally:
-        os.unlink(path)
-    weights: List[Tuple[str, np.ndarray]] = []
-    for (tensor, array), offset in zip(picked, offsets):
-        shared = np.frombuffer(mapping, dtype=array.dtype, count=array.size, offset=offset).reshape(array.shape)
-        weights.append((tensor.name, shared))
-        # Point the tensor at an in-memory "file" that is the shared buffer (see
-        # shared_weight_file in the core): the model no longer carries the data.
-        onnx.external_data_helper.set_external_data(
-            tensor, location=_core.shared_weight_file(tensor.name), offset=0, length=array.nbytes
-        )
-        for name in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            tensor.ClearField(name)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-    del picked
-    return proto.SerializeToString(), weights, mapping
-
-
-def _release_pages(mapping: Any) -> None:
-    """Drops the resident pages of the shared weights' mapping (they are re-read
-    from the file if onnxruntime ever touches them again)."""
-    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
-        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
@@ -639,153 +561,8 @@ def _close_all_engines() -> None:
             pass
 
 
-def _deliver_completions(core: "_core.Engine") -> None:
-    """Hands finished requests to their futures; ends when the engine closes."""
-    while True:
-        items = core.pop_completions(0.25)
-        if items is None:
-            return
-        for token, result, error in items:
-            if isinstance(token, concurrent.futures.Future):
-                if token.cancelled():
-                    continue
-                try:
-                    if error is not None:
-                        token.set_exception(error)
-                    else:
-                        token.set_result(result)
-                except concurrent.futures.InvalidStateError:
-                    pass
-            else:
-                loop, future = token
-                try:
-                    loop.call_soon_threadsafe(_settle, future, result, error)
-                except RuntimeError:  # the loop is closed: nobody is waiting
-                    pass
-
-
-def _settle(future: "asyncio.Future[Any]", result: Any, error: Optional[BaseException]) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _chunks(
-    data: Any, batch_size: int, axis: int, names: List[str]
-) -> Tuple[Iterator[Tuple[Any, int]], Optional[int]]:
-    """Cuts ``data`` into requests; returns them with the total rows (if known)."""
-    if isinstance(data, np.ndarray) or (isinstance(data, Mapping) and data and
-                                        all(isinstance(v, np.ndarray) for v in data.values())):
-        arrays = {names[0]: data} if isinstance(data, np.ndarray) else dict(data)
-        if isinstance(data, np.ndarray) and len(names) != 1:
-            raise ConfigError(f"map() got one array for a model with inputs {names}: pass a dict")
-        rows = {a.shape[axis] if a.ndim > axis else -1 for a in arrays.values()}
-        if len(rows) != 1 or -1 in rows:
-            raise ConfigError(f"map(): the arrays disagree on the number of rows along axis {axis}")
-        total = rows.pop()
-
-        def gen() -> Iterator[Tuple[Any, int]]:
-            for start in range(0, total, batch_size):
-                stop = min(total, start + batch_size)
-                chunk = {k: np.take(v, np.arange(start, stop), axis=axis) if axis else v[start:stop]
-                         for k, v in arrays.items()}
-                yield chunk, stop - start
-
-        return gen(), total
-
-    def items() -> Iterator[Tuple[Any, int]]:
-        for request in data:
-            yield request, 1
-
-    total_requests = len(data) if hasattr(data, "__len__") else None
-    return items(), total_requests
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: Optional[int], enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        warnings.warn("fastort: progress=True needs tqdm (pip install tqdm)", stacklevel=3)
-        return _NoBar()
-    return tqdm(total=total, unit="rows", unit_scale=True, dynamic_ncols=True)
-
-
-def _check_external_data(path: str) -> None:
-    """Refuses a model whose external-data files lie outside its folder
-    (``../``, absolute paths, links out): a model file must not make fastort read
-    arbitrary files. Models without external data are not parsed here."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data.find(b"location") < 0:  # the key of every external-data entry
-                return
-    except (OSError, ValueError) as e:  # unreadable, or empty (mmap refuses 0 bytes)
-        if isinstance(e, OSError) and not isinstance(e, ValueError):
-            raise ModelLoadError(f"cannot read model file {path}: {e}") from None
-        return
-    try:
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-        proto = onnx.load(path, load_external_data=False)
-    except Exception:
-        return  # not a model onnx can read: onnxruntime says why
-    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
-    for tensor in _get_all_tensors(proto):
-        if not uses_external_data(tensor):
-            continue
-        for entry in tensor.external_data:
-            if entry.key != "location":
-                continue
-            target = os.path.realpath(os.path.join(folder, entry.value))
-            if os.path.isabs(entry.value) or os.path.commonpath([folder, target]) != folder:
-                raise ModelLoadError(
-                    f"model file {path}: tensor {tensor.name!r} keeps its data in {entry.value!r}, outside the "
-                    "model's folder; fastort refuses to read files outside it"
-                )
-
-
 def _spec_str(spec: IOSpec) -> str:
     if spec.dtype is None or spec.shape is None:
         return spec.type
     dims = ", ".join("?" if d is None else str(d) for d in spec.shape)
     return f"{spec.dtype}[{dims}]"
-
-
-def _describe(model: Any) -> str:
-    if isinstance(model, (str, os.PathLike)):
-        return repr(os.fspath(model))
-    if isinstance(model, (bytes, bytearray, memoryview)):
-        return f"<{len(model)} model bytes>"
-    return f"<{type(model).__name__}>"
-
-
-def _model_bytes(model: Any) -> bytes:
-    if isinstance(model, bytes):
-        return model
-    if isinstance(model, (bytearray, memoryview)):
-        return bytes(model)
-    serialize = getattr(model, "SerializeToString", None)
-    if serialize is None:
-        raise ModelLoadError(
-            f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}"
-        )
-    try:
-        return serialize()
-    except Exception as e:  # protobuf refuses models over 2 GB
-        raise ModelLoadError(
-            f"cannot serialize the ModelProto ({e}); save large models with external data "
-            "(onnx.save(..., save_as_external_data=True)) and pass the path"
-        ) from e
