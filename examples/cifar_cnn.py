@@ -123,7 +123,7 @@ def main(argv: "list[str] | None" = None) -> int:
     import fastort
     from fastort.convert import from_torch
     from fastort.optimize import optimize
-    from fastort.package import load_package, package
+    from fastort.package import package
     from fastort.quantize import quantize
     from fastort.validate import validate
 
@@ -168,8 +168,7 @@ def main(argv: "list[str] | None" = None) -> int:
     print(f"   {pkg}: " + ", ".join(sorted(os.listdir(pkg))))
 
     print("7. serving with fastort.Engine")
-    model_path, engine_kwargs = load_package(pkg)  # verifies the sha256 of every file
-    with fastort.Engine(model_path, **engine_kwargs) as engine:
+    with fastort.Engine(pkg) as engine:  # verifies the sha256 of every file, applies the recommended settings
         print(f"   {engine}")
         logits = np.concatenate([r["logits"] for r in engine.map({"image": x_test}, batch_size=64)])
         served_acc = accuracy(logits, y_test)

@@ -4,6 +4,7 @@
 # Idempotent: a second run only rebuilds what changed.
 #
 # Env: PYTHON   the interpreter for the venv (default: python3)
+#      FASTORT_EXTRAS  extras to install (default: test,torch,sklearn,tf,prepare)
 #      FASTORT_SKIP_APT=1  never call apt-get (you installed the compilers yourself)
 set -euo pipefail
 
@@ -50,7 +51,14 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.13" "cmake>=3.21" ninja
 
-# 4. fastort itself (incremental: the CMake build folder is kept in build/).
-echo "== building fastort"
-.venv/bin/python -m pip install -q --no-build-isolation ".[test]"
+# 4. fastort itself (incremental: the CMake build folder is kept in build/), with
+#    the test tools and the model-preparation extras (FASTORT_EXTRAS to change
+#    them; "test" alone skips torch and scikit-learn). torch is pinned to the CPU
+#    build first so that the [torch] extra never pulls a CUDA build.
+extras=${FASTORT_EXTRAS:-test,torch,sklearn,tf,prepare}
+case ",$extras," in
+  *,torch,*) .venv/bin/python -m pip install -q "torch==${FASTORT_TORCH_VERSION:-2.13.0}" ;;
+esac
+echo "== building fastort [$extras]"
+.venv/bin/python -m pip install -q --no-build-isolation ".[$extras]"
 .venv/bin/python -c 'import fastort; i = fastort.runtime_info(); print("fastort", fastort.__version__, "on onnxruntime", i["version"], "providers", i["providers"])'

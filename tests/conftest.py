@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, for the tf tests
 
 import models  # noqa: E402
 

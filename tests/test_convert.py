@@ -120,13 +120,33 @@ def test_missing_torch_names_the_extra(monkeypatch):
     assert isinstance(info.value, ImportError) and isinstance(info.value, fastort.FastortError)
 
 
-def test_tensorflow_needs_the_tf_extra():
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf2onnx"):  # pragma: no cover
-        pytest.skip("TensorFlow and tf2onnx are installed: the missing-dependency path cannot be seen")
+def test_tensorflow_needs_the_tf_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow -> ImportError
     with pytest.raises(MissingDependencyError, match=r"pip install 'fastort\[tf\]'"):
         from_tensorflow(object(), np.zeros((1, 4), np.float32))
+
+
+def test_tensorflow_keras_model(tmp_path):
+    tf = pytest.importorskip("tensorflow", reason="needs the tf extra: pip install 'fastort[tf]'")
+    pytest.importorskip("tf2onnx", reason="needs the tf extra: pip install 'fastort[tf]'")
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((6,)), tf.keras.layers.Dense(16, activation="relu"),
+                                 tf.keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    result = from_tensorflow(model, x, tmp_path / "keras.onnx")
+    assert result.validation.passed and (tmp_path / "keras.onnx").exists()
+    with fastort.Engine(result.path, max_batch_size=8) as engine:  # dim 0 is a dynamic "batch": batchable
+        assert engine.inputs[0].shape == ("batch", 6) and engine.batching
+        got = engine.run({engine.inputs[0].name: x[:2]})[engine.outputs[0].name]
+    np.testing.assert_allclose(got, model(x[:2]).numpy(), rtol=1e-4, atol=1e-5)
+
+    class Scaled(tf.Module):  # a plain tf.function, not Keras
+        @tf.function
+        def __call__(self, a):
+            return tf.sqrt(a) * 2.0
+
+    converted = from_tensorflow(Scaled().__call__, np.full((2, 3), 4.0, np.float32))
+    assert converted.validation.passed
 
 
 def test_importing_fastort_needs_no_framework():

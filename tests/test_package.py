@@ -53,6 +53,30 @@ def test_package_and_load(made):
     assert "sha256 ok" in summary(out)
 
 
+def test_engine_opens_a_package_with_its_settings(made):
+    out, x = made
+    expected = fastort.Engine(os.path.join(out, "model.onnx")).run({"x": x})["y"]
+    with fastort.Engine(out) as engine:  # the directory itself
+        assert engine.replicas == 2 and engine.batching and engine.batch_config.max_batch_size == 32
+        assert (engine.run({"x": x})["y"] == expected).all()
+    with fastort.Engine(os.path.join(out, MANIFEST), replicas=1, max_batch_size=4) as engine:  # given values win
+        assert engine.replicas == 1 and engine.batch_config.max_batch_size == 4
+    with fastort.Engine(out, use_package_settings=False) as engine:
+        assert engine.replicas == 1 and not engine.batching
+        assert (engine.run({"x": x})["y"] == expected).all()
+
+
+def test_engine_refuses_a_tampered_package(made):
+    out, _ = made
+    with open(os.path.join(out, "model.onnx"), "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(PackageIntegrityError, match="model.onnx"):
+        fastort.Engine(out)
+    os.remove(os.path.join(out, MANIFEST))
+    with pytest.raises(ModelLoadError, match="directory"):  # no manifest: a plain directory
+        fastort.Engine(out)
+
+
 def test_tampered_file_is_refused(made):
     out, _ = made
     path = os.path.join(out, "model.onnx")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastort
-from fastort._prepare_cli import COMMANDS, main
+from fastort._prepare_cli import COMMANDS
+from fastort.cli import main
 from fastort.package import read_manifest
 from fastort.prepare import (
     CalibrationError,

@@ -20,6 +20,16 @@ from .errors import (
     ConfigError,
     QueueFullError,
     RequestTimeoutError,
+    PrepareError,
+    MissingDependencyError,
+    ConversionError,
+    ValidationError,
+    ConversionMismatchError,
+    OptimizationError,
+    QuantizationError,
+    CalibrationError,
+    PackageError,
+    PackageIntegrityError,
 )
 from ._runtime import configure_global_threads, runtime_info
 
@@ -43,5 +53,15 @@ __all__ = [
     "ConfigError",
     "QueueFullError",
     "RequestTimeoutError",
+    "PrepareError",
+    "MissingDependencyError",
+    "ConversionError",
+    "ValidationError",
+    "ConversionMismatchError",
+    "OptimizationError",
+    "QuantizationError",
+    "CalibrationError",
+    "PackageError",
+    "PackageIntegrityError",
     "__version__",
 ]

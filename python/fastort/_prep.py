@@ -21,7 +21,21 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 
 import numpy as np
 
-from .errors import FastortError, ModelLoadError, ModelNotFoundError
+from .errors import (  # re-exported: the preparation steps' errors
+    PrepareError,
+    MissingDependencyError,
+    ConversionError,
+    ValidationError,
+    ConversionMismatchError,
+    OptimizationError,
+    QuantizationError,
+    CalibrationError,
+    PackageError,
+    PackageIntegrityError,
+    FastortError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -45,57 +59,6 @@ __all__ = [
 ]
 
 
-# -- errors -------------------------------------------------------------------
-
-
-class PrepareError(FastortError):
-    """Base class of the errors of the model-preparation steps."""
-
-
-class MissingDependencyError(PrepareError, ImportError):
-    """An optional dependency of a step is not installed; the message names the
-    ``pip install 'fastort[EXTRA]'`` that brings it."""
-
-
-class ConversionError(PrepareError, ValueError):
-    """A framework model could not be converted to ONNX (unsupported op or
-    model, or the exported model fails the ONNX checker)."""
-
-
-class ValidationError(PrepareError, ValueError):
-    """A candidate model's outputs are outside the tolerances. ``report`` is the
-    :class:`fastort.validate.ValidationReport` with the numbers; ``model`` the
-    candidate (an ``onnx.ModelProto``) when a step produced it."""
-
-    def __init__(self, message: str, report: "Optional[ValidationReport]" = None, model: Any = None) -> None:
-        super().__init__(message)
-        self.report = report
-        self.model = model
-
-
-class ConversionMismatchError(ValidationError, ConversionError):
-    """The converted ONNX model does not compute what the framework model does."""
-
-
-class OptimizationError(PrepareError, RuntimeError):
-    """Graph optimization, simplification or float16 conversion failed."""
-
-
-class QuantizationError(PrepareError, ValueError):
-    """onnxruntime's quantization tools failed or were given bad settings."""
-
-
-class CalibrationError(QuantizationError):
-    """The calibration data for static quantization is missing or unusable."""
-
-
-class PackageError(PrepareError, ModelLoadError):
-    """A model package directory is missing, malformed, or cannot be written."""
-
-
-class PackageIntegrityError(PackageError):
-    """A file of a model package does not match the hash in its manifest
-    (tampered, truncated or replaced), or is missing."""
 
 
 # -- optional dependencies ---------------------------------------------------
@@ -151,6 +114,12 @@ def tool_versions(*names: str) -> Dict[str, str]:
                 except metadata.PackageNotFoundError:
                     pass
     return out
+
+
+def is_keras(model: Any) -> bool:
+    """Whether ``model`` is a Keras model (called with a list and ``training=``)
+    rather than a plain ``tf.function``."""
+    return hasattr(model, "layers") or type(model).__module__.startswith(("keras", "tf_keras"))
 
 
 def set_training(module: Any, training: bool) -> None:

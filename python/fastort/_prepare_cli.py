@@ -13,8 +13,9 @@ estimator (.pkl/.joblib) or a Keras model (.keras/.h5). Loading a pickle runs
 code from the file: use only files you trust. DATA is an .npy file (one input)
 or an .npz file (input name -> array).
 
-``main(argv)`` takes the subcommand first (``main(["prepare", "m.onnx", "-o", "out"])``)
-and returns the exit status: 0 done, 1 failed (the message on stderr), 2 usage.
+:func:`fastort.cli.main` dispatches here through ``COMMANDS``; each handler
+takes the subcommand's arguments and returns the exit status: 0 done, 1 failed
+(the message on stderr), 2 usage.
 """
 
 from __future__ import annotations
@@ -26,9 +27,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import FastortError
 
-__all__ = ["main", "COMMANDS", "convert_main", "optimize_main", "quantize_main", "validate_main", "package_main",
+__all__ = ["COMMANDS", "convert_main", "optimize_main", "quantize_main", "validate_main", "package_main",
            "prepare_main"]
 
 
@@ -299,24 +299,3 @@ COMMANDS: Dict[str, Callable[[Sequence[str]], int]] = {
     "prepare": prepare_main,
 }
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``fastort COMMAND ...`` for the preparation commands (argv[0] is the command)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__.strip() if __doc__ else "")
-        return 0 if args else 2
-    command, rest = args[0], args[1:]
-    handler = COMMANDS.get(command)
-    if handler is None:
-        print(f"fastort: unknown command {command!r} (preparation commands: {', '.join(COMMANDS)})", file=sys.stderr)
-        return 2
-    try:
-        return handler(rest)
-    except FastortError as e:
-        print(f"fastort {command}: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -2,6 +2,14 @@
 
     fastort info [MODEL] [--json]   what a model takes and gives (or, alone, the runtime)
     fastort bench [MODEL] ...       fastort vs plain onnxruntime, side by side
+
+Model preparation (docs/PREPARE.md):
+    fastort convert MODEL -o OUT.onnx ...    PyTorch (TorchScript/exported program), scikit-learn, TensorFlow to ONNX
+    fastort optimize MODEL -o OUT.onnx ...   graph optimization and simplification, fixed dims, float16
+    fastort quantize MODEL -o OUT.onnx ...   dynamic or static int8
+    fastort validate REFERENCE CANDIDATE ... compare outputs within tolerances
+    fastort package MODEL -o DIR ...         a model directory with a hashed manifest
+    fastort prepare MODEL -o DIR ...         all of the above, with a before/after table
 """
 
 from __future__ import annotations
@@ -117,7 +125,8 @@ def _info(argv: List[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``fastort`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: fastort {info,bench} ... (fastort COMMAND --help for details)"
+    usage = ("usage: fastort {info,bench,convert,optimize,quantize,validate,package,prepare} ... "
+             "(fastort COMMAND --help for details)")
     if not args or args[0] in ("-h", "--help"):
         print(__doc__.strip() if __doc__ else usage)
         return 0 if args else 2
@@ -129,6 +138,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .benchmark import main as bench_main
 
             return bench_main(rest)
+        from ._prepare_cli import COMMANDS
+
+        if command in COMMANDS:
+            return COMMANDS[command](rest)
     except FastortError as e:
         print(f"fastort {command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -33,6 +33,7 @@ from ._prep import (
     StepResult,
     ValidationError,
     _as_array,
+    is_keras,
     load_model,
     require,
     save_model,
@@ -438,12 +439,18 @@ def from_tensorflow(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if hasattr(model, "layers") or type(model).__module__.startswith(("keras", "tf_keras")):
-                proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
-            else:
-                proto, _ = tf2onnx.convert.from_function(model, input_signature=signature, opset=opset)
+            function = model
+            if is_keras(model):
+                # Traced as a tf.function: tf2onnx's from_keras does not understand Keras 3 models.
+                function = tf.function(lambda *xs: model(xs[0] if len(xs) == 1 else list(xs), training=False))
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
     except Exception as e:
         raise ConversionError(f"tf2onnx cannot convert {type(model).__name__}: {type(e).__name__}: {e}") from e
+    if dynamic_batch:  # tf2onnx names dim 0 "unk__N", differently per tensor: one name says they are the same
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) and not dims[0].HasField("dim_value"):
+                dims[0].dim_param = "batch"
     feeds = {vi.name: a for vi, a in zip([i for i in proto.graph.input
                                            if i.name not in {t.name for t in proto.graph.initializer}], arrays)}
     settings = {"framework": "tf", "opset": opset, "input_names": names, "dynamic_batch": dynamic_batch,

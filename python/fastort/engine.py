@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
+import inspect
 import os
 import threading
 import warnings
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
+    Callable,
     Deque,
     Dict,
     Iterable,
@@ -27,7 +30,9 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
+    cast,
 )
 
 import numpy as np
@@ -36,6 +41,7 @@ from . import _core, _runtime
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
+from .package import is_package, load_package
 from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,12 +185,29 @@ def _int_option(value: Any, what: str, minimum: int) -> int:
     return int(value)
 
 
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _note_explicit_kwargs(init: _F) -> _F:
+    """Records which keywords a caller gave, so that a model package's settings
+    fill in only the others (a default value given explicitly still wins)."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, model: Any, **kwargs: Any) -> None:
+        self._explicit_kwargs = frozenset(kwargs)
+        init(self, model, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 class Engine:
     """Runs one ONNX model with onnxruntime through fastort's C++ core.
 
     Args:
         model: a path to an ``.onnx`` file (external data is resolved next to it),
-            the serialized model as ``bytes``, or an ``onnx.ModelProto``.
+            the serialized model as ``bytes``, an ``onnx.ModelProto``, or a model
+            package directory made by :func:`fastort.package.package` or
+            ``fastort prepare`` (its files' hashes are checked first).
         providers: execution providers in priority order; short names
             (``"cpu"``, ``"cuda"``) or onnxruntime's (``"CPUExecutionProvider"``).
         intra_op_threads: threads inside one operator, per replica (0: onnxruntime's
@@ -206,10 +229,14 @@ class Engine:
         priority_levels, padding: giving ``max_batch_size`` (or ``batching``)
             turns dynamic batching on; see :class:`BatchConfig`.
         batching: a :class:`BatchConfig` instead of the separate keywords.
+        use_package_settings: for a package, take its recommended settings
+            (providers, replicas, batching, ...) for every keyword not given;
+            keywords given always win.
 
     Thread-safe: any number of threads may call :meth:`run` and :meth:`submit`.
     """
 
+    @_note_explicit_kwargs
     def __init__(
         self,
         model: ModelLike,
@@ -233,10 +260,19 @@ class Engine:
         priority_levels: int = 1,
         padding: Optional[Mapping[str, Mapping[int, float]]] = None,
         batching: Optional[BatchConfig] = None,
+        use_package_settings: bool = True,
     ) -> None:
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
         self._completion_thread: Optional[threading.Thread] = None
+        if isinstance(model, (str, os.PathLike)) and is_package(model):
+            model_path, recommended = load_package(model)
+            settings = {k: v for k, v in locals().items() if k in _INIT_KEYWORDS}
+            if use_package_settings:
+                explicit: frozenset = getattr(self, "_explicit_kwargs", frozenset())
+                settings.update({k: v for k, v in recommended.items() if k not in explicit})
+            self.__init__(model_path, **settings)  # type: ignore[misc]
+            return
         self._source = describe(model)
         replicas = _int_option(replicas, "replicas", 1)
         config = []
@@ -550,6 +586,13 @@ class Engine:
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
 #: threads, so that no thread is left waiting inside the native core.
 _live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+#: Engine's keyword arguments (the settings a model package may recommend).
+_INIT_KEYWORDS = frozenset(
+    name for name, p in inspect.signature(Engine.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "use_package_settings"
+)
 
 
 @atexit.register

@@ -6,6 +6,11 @@ exception a caller would catch for it (``ImportError``, ``ValueError``, ...).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .validate import ValidationReport
+
 __all__ = [
     "FastortError",
     "RuntimeLoadError",
@@ -17,6 +22,16 @@ __all__ = [
     "ConfigError",
     "QueueFullError",
     "RequestTimeoutError",
+    "PrepareError",
+    "MissingDependencyError",
+    "ConversionError",
+    "ValidationError",
+    "ConversionMismatchError",
+    "OptimizationError",
+    "QuantizationError",
+    "CalibrationError",
+    "PackageError",
+    "PackageIntegrityError",
 ]
 
 
@@ -58,3 +73,56 @@ class QueueFullError(FastortError, RuntimeError):
 
 class RequestTimeoutError(FastortError, TimeoutError):
     """The request's deadline passed before it could run; it was never run."""
+
+
+# -- model preparation (fastort.convert, optimize, quantize, validate, package) --
+
+
+class PrepareError(FastortError):
+    """Base class of the errors of the model-preparation steps."""
+
+
+class MissingDependencyError(PrepareError, ImportError):
+    """An optional dependency of a step is not installed; the message names the
+    ``pip install 'fastort[EXTRA]'`` that brings it."""
+
+
+class ConversionError(PrepareError, ValueError):
+    """A framework model could not be converted to ONNX (unsupported op or
+    model, or the exported model fails the ONNX checker)."""
+
+
+class ValidationError(PrepareError, ValueError):
+    """A candidate model's outputs are outside the tolerances. ``report`` is the
+    :class:`fastort.validate.ValidationReport` with the numbers; ``model`` the
+    candidate (an ``onnx.ModelProto``) when a step produced it."""
+
+    def __init__(self, message: str, report: "Optional[ValidationReport]" = None, model: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+        self.model = model
+
+
+class ConversionMismatchError(ValidationError, ConversionError):
+    """The converted ONNX model does not compute what the framework model does."""
+
+
+class OptimizationError(PrepareError, RuntimeError):
+    """Graph optimization, simplification or float16 conversion failed."""
+
+
+class QuantizationError(PrepareError, ValueError):
+    """onnxruntime's quantization tools failed or were given bad settings."""
+
+
+class CalibrationError(QuantizationError):
+    """The calibration data for static quantization is missing or unusable."""
+
+
+class PackageError(PrepareError, ModelLoadError):
+    """A model package directory is missing, malformed, or cannot be written."""
+
+
+class PackageIntegrityError(PackageError):
+    """A file of a model package does not match the hash in its manifest
+    (tampered, truncated or replaced), or is missing."""

@@ -35,6 +35,7 @@ from ._prep import (
     load_model,
     normalize_feeds,
     serialized,
+    is_keras,
     set_training,
     synthetic_inputs,
 )
@@ -247,7 +248,10 @@ def _run_sklearn(est: Any, feeds: Mapping[str, np.ndarray]) -> List[Any]:
 
 def _run_tf(model: Any, feeds: Mapping[str, np.ndarray]) -> List[Any]:
     args = list(feeds.values())
-    out = model(args[0] if len(args) == 1 else args, training=False)
+    if is_keras(model):
+        out = model(args[0] if len(args) == 1 else args, training=False)
+    else:  # a tf.function takes its inputs as arguments
+        out = model(*args)
     return [np.asarray(o.numpy() if hasattr(o, "numpy") else o) for o in _flatten(out)]
 
 
