@@ -37,6 +37,18 @@ def test_identical_models_pass_with_zero_error():
     json.dumps(report.to_dict())  # JSON-able, for manifests
 
 
+def test_fastort_validate_is_callable_after_import_fastort_alone():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import fastort, numpy as np, sys; sys.path.insert(0, '.'); import prep_models\n"
+            "r = fastort.validate(prep_models.mlp(), prep_models.mlp(), {'x': prep_models.mlp_inputs(4)})\n"
+            "assert r.passed and r is not None and callable(fastort.prepare)\n"
+            "assert fastort.validate.validate is not None and fastort.convert.from_torch is not None")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=os.path.dirname(__file__))
+
+
 def test_broken_tolerance_raises_with_the_numbers():
     model = prep_models.mlp()
     other = _scaled(model, "B2", 3.0)  # a different output bias

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import _runtime
 from .engine import BatchConfig, Engine, IOSpec
 from .errors import (
@@ -36,6 +38,19 @@ from ._runtime import configure_global_threads, runtime_info
 __version__ = "0.1.0"
 
 _runtime.load()
+
+#: The model-preparation modules, imported on first use (they import their
+#: frameworks lazily too): ``fastort.validate(reference, candidate, inputs)``,
+#: ``fastort.prepare(model, outdir)``, ``fastort.convert.from_torch(...)``, ...
+_PREPARATION_MODULES = ("convert", "optimize", "quantize", "validate", "package", "prepare")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PREPARATION_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastort' has no attribute {name!r}")
 
 __all__ = [
     "Engine",

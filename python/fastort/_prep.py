@@ -116,6 +116,19 @@ def tool_versions(*names: str) -> Dict[str, str]:
     return out
 
 
+def make_module_callable(module_name: str, function: Any) -> None:
+    """Lets ``fastort.validate(...)`` (the module) be called like its main
+    function, as well as ``fastort.validate.validate(...)``."""
+    import sys
+    import types
+
+    class _CallableModule(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+    sys.modules[module_name].__class__ = _CallableModule
+
+
 def is_keras(model: Any) -> bool:
     """Whether ``model`` is a Keras model (called with a list and ``training=``)
     rather than a plain ``tf.function``."""

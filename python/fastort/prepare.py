@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ._prep import (
+    make_module_callable,
     CalibrationError,
     ConversionError,
     ConversionMismatchError,
@@ -323,3 +324,6 @@ def quantize_step(model: StepResult, mode: str, calibration: Any, method: str, p
     return quantize(model, mode=mode, calibration=calibration, method=method, per_channel=per_channel,
                     exclude_op_types=exclude_op_types, exclude_nodes=exclude_nodes, inputs=feeds, min_top1=min_top1,
                     force=force, measure=False)
+
+
+make_module_callable(__name__, prepare)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ._prep import (
+    make_module_callable,
     StepResult,
     ValidationError,
     _as_array,
@@ -516,3 +517,6 @@ def _framework_specs(specs: Sequence[Any]) -> List[Any]:
             s = type(s)(s.name, s.type, np.dtype(np.float32), s.shape)
         out.append(s)
     return out
+
+
+make_module_callable(__name__, validate)
