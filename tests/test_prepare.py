@@ -127,6 +127,11 @@ def test_cli_chain(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "dynamic int8" in out and "package:" in out
     assert os.path.isfile(tmp_path / "prep" / "fastort.json")
+    assert main(["info", str(tmp_path / "prep"), "--json"]) == 0  # info and bench take a package too
+    assert json.loads(capsys.readouterr().out)["path"] == str(tmp_path / "prep" / "model.onnx")
+    assert main(["bench", str(tmp_path / "prep"), "--seconds", "0.2", "--no-native", "--json"]) == 0
+    assert main(["info", str(tmp_path / "pkg")]) == 1  # the tampered one
+    assert "PackageIntegrityError" in capsys.readouterr().err
 
 
 def test_cli_failures_are_reported(tmp_path, capsys):

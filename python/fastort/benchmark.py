@@ -305,8 +305,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not name or not value.isdigit():
             parser.error(f"--dim takes NAME=N, got {item!r}")
         dims[name] = int(value)
-    if args.model is not None and not os.path.isfile(args.model):
-        parser.error(f"no such model file: {args.model}")
+    if args.model is not None:
+        from .package import is_package, load_package
+
+        if is_package(args.model):  # a model package: its model file, hashes checked
+            args.model = load_package(args.model)[0]
+        elif not os.path.isfile(args.model):
+            parser.error(f"no such model file or package: {args.model}")
 
     from . import __version__
     from ._runtime import runtime_info

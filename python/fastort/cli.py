@@ -43,6 +43,10 @@ def describe_model(path: str, providers: Sequence[str] = ("cpu",)) -> Dict[str, 
     """A JSON-able description of the model file at ``path``."""
     import onnx
 
+    from .package import is_package, load_package
+
+    if is_package(path):  # a model package: describe its model (hashes checked)
+        path = load_package(path)[0]
     with Engine(path, providers=providers) as engine:  # first: it names what is wrong with the file
         proto = onnx.load(path, load_external_data=False)
 
@@ -101,7 +105,7 @@ def _print_info(info: Dict[str, Any]) -> None:
 
 def _info(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="fastort info", description="Describe a model, or the runtime.")
-    parser.add_argument("model", nargs="?", help="an .onnx file (omit to describe the runtime)")
+    parser.add_argument("model", nargs="?", help="an .onnx file or a model package (omit to describe the runtime)")
     parser.add_argument("--providers", default="cpu", help="comma-separated providers to load with (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
