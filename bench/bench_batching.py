@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
 import subprocess
 import sys
@@ -48,12 +47,9 @@ import onnx
 import onnxruntime as ort
 
 import fastort
-from fastort.benchmark import native_binary
+from fastort.benchmark import machine_info, native_binary
 
-try:
-    from fastort.models import mlp_model
-except ImportError:  # pragma: no cover - an older checkout without fastort.models
-    mlp_model = None  # type: ignore[assignment]
+from fastort.models import mlp_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = (512, 2048, 2048, 512)
@@ -62,39 +58,11 @@ MAX_BATCH = 32
 
 
 def build_mlp(sizes: Sequence[int] = SIZES) -> onnx.ModelProto:
-    if mlp_model is not None:
-        return mlp_model(sizes)
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, prev = [], [], "x"
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        inits.append(numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"W{i}"))
-        inits.append(numpy_helper.from_array((rng.standard_normal(b) * 0.01).astype(np.float32), f"B{i}"))
-        last = i == len(sizes) - 2
-        nodes.append(helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]))
-        nodes.append(helper.make_node("Add", [f"m{i}", f"B{i}"], ["y" if last else f"a{i}"]))
-        if not last:
-            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"r{i}"]))
-            prev = f"r{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", sizes[0]])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", sizes[-1]])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return mlp_model(sizes)
 
 
 def machine() -> Dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "fastort": fastort.__version__,
-            "fastort_runtime": fastort.runtime_info()["version"], "command": " ".join(sys.argv)}
+    return {**machine_info(), "command": " ".join(sys.argv)}
 
 
 def closed_loop(call: Callable[[np.ndarray], np.ndarray], clients: int, seconds: float,
@@ -317,7 +285,7 @@ def plot(results: dict, path: str) -> bool:
     b.set_yscale("log")
     a.legend(fontsize=7)
     m = results["machine"]
-    fig.suptitle(f"fastort {m['fastort']} vs onnxruntime {m['onnxruntime']}, {m['nproc']} cores ({m['cpu']})",
+    fig.suptitle(f"fastort {m['fastort']} vs onnxruntime {m['onnxruntime']}, {m['cores']} cores ({m['cpu']})",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,8 @@ import numpy as np
 import onnx
 
 import fastort
-from fastort.benchmark import BASELINE, FLOOR, Timing, compare, format_table, side_by_side, tiny_inputs
+from fastort.benchmark import (BASELINE, FLOOR, Timing, compare, format_table, machine_info, side_by_side,
+                               tiny_inputs)
 from fastort.models import relu_model, tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,27 +96,6 @@ print(json.dumps({"input": input_bytes, "calls": status("VmHWM") - base, "reset"
 """
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        with open("/proc/meminfo") as f:
-            mem_gb = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    info = fastort.runtime_info()
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": info["version"], "fastort": fastort.__version__}
-
-
 def tiny(seconds: float, tmp: str) -> List[Timing]:
     path = os.path.join(tmp, "tiny.onnx")
     onnx.save(tiny_model(), path)
@@ -166,7 +145,7 @@ def main() -> int:
     parser.add_argument("--large-mb", type=int, default=256, help="input (and output) size of the large test, MB")
     parser.add_argument("--large-seconds", type=float, default=12.0, help="measuring time of the large test")
     args = parser.parse_args()
-    info = machine()
+    info = machine_info()
     print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB; onnxruntime {info['onnxruntime']}; "
           f"fastort {info['fastort']}; python {info['python']}; numpy {info['numpy']}\n")
     checks = []

@@ -368,31 +368,9 @@ def synthetic_inputs(model: "onnx.ModelProto", batch: int = 8, dims: Optional[Ma
     """Seeded random inputs for the model: standard normal floats, small
     non-negative ints, ``batch`` for the first free dim and 1 for other free
     dims (named dims from ``dims``). Real data makes a better check."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in graph_inputs(model):
-        if spec.dtype is None:
-            raise ValueError(f"input {spec.name!r} is a {spec.type}: give inputs explicitly")
-        shape = []
-        for i, d in enumerate(spec.shape or ()):
-            if isinstance(d, int) and d > 0:
-                shape.append(d)
-            elif isinstance(d, str) and dims and d in dims:
-                shape.append(int(dims[d]))
-            else:
-                shape.append(batch if i == 0 else 1)
-        dt = spec.dtype
-        if dt.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dt)
-        elif dt.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(dt)
-        elif dt.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        elif dt == np.object_:
-            feeds[spec.name] = np.full(shape, "fastort", dtype=object)
-        else:
-            feeds[spec.name] = np.zeros(shape, dt)
-    return feeds
+    from .benchmark import random_inputs
+
+    return random_inputs(graph_inputs(model), batch, dims, seed)
 
 
 def take_rows(feeds: Mapping[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:

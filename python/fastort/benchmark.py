@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -144,20 +145,47 @@ def tiny_inputs(batch: int = 1) -> Dict[str, np.ndarray]:
     return {"x": np.random.default_rng(0).standard_normal((batch, 4)).astype(np.float32)}
 
 
-def random_inputs(specs: Sequence[Any], batch: int, dims: Mapping[str, int]) -> Dict[str, np.ndarray]:
-    """Random inputs for ``engine.inputs``: named dims from ``dims``, the first
-    free dim ``batch``, other free dims 1."""
-    rng = np.random.default_rng(0)
+def machine_info() -> Dict[str, Any]:
+    """The machine and versions a benchmark ran on, for its JSON and tables."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    from . import __version__
+    from ._runtime import runtime_info
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "python": platform.python_version(),
+            "numpy": np.__version__, "onnxruntime": runtime_info()["version"], "fastort": __version__}
+
+
+def random_inputs(specs: Sequence[Any], batch: int, dims: Optional[Mapping[str, int]] = None,
+                  seed: int = 0) -> Dict[str, np.ndarray]:
+    """Seeded random inputs for ``engine.inputs`` (or any specs with name, type,
+    dtype and shape): standard normal floats, 0/1 ints and bools; named dims
+    from ``dims``, the first free dim ``batch``, other free dims 1."""
+    rng = np.random.default_rng(seed)
     feeds = {}
     for spec in specs:
-        if spec.dtype is None or spec.shape is None:
-            raise ValueError(f"input {spec.name!r} is a {spec.type}: fastort bench feeds tensors only")
+        if spec.dtype is None:
+            raise ValueError(f"input {spec.name!r} is a {spec.type}: random inputs are for tensors only; "
+                             "give inputs explicitly")
         shape = []
-        for i, d in enumerate(spec.shape):
-            if isinstance(d, int):
+        for i, d in enumerate(spec.shape or ()):
+            if isinstance(d, int) and d >= 0:
                 shape.append(d)
-            elif isinstance(d, str) and d in dims:
-                shape.append(dims[d])
+            elif isinstance(d, str) and dims and d in dims:
+                shape.append(int(dims[d]))
             else:
                 shape.append(batch if i == 0 else 1)
         dt = np.dtype(spec.dtype)
