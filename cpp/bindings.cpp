@@ -687,7 +687,7 @@ class PyEngine {
     std::vector<size_t> selected = select_outputs(outputs);
     std::vector<py::object> out_arrays(selected.size());
     std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
-    if (out_views.empty()) {
+    if (out_views.empty() && on_host(views)) {
       py::dict result;
       if (run_into_guess(views, selected, result)) return result;
     }
@@ -991,7 +991,7 @@ class PyEngine {
         throw InvalidInputError(msg + " (model inputs: " + names_of(ins) + ")");
       }
     } else if (PyList_Check(inputs.ptr()) || PyTuple_Check(inputs.ptr()) ||
-               (n == 1 && (py::isinstance<py::array>(inputs) || py::hasattr(inputs, "__dlpack__") ||
+               (n == 1 && (py::isinstance<py::array>(inputs) || py::hasattr(inputs, "__dlpack_device__") ||
                            py::hasattr(inputs, "__cuda_array_interface__")))) {
       py::sequence seq = PyList_Check(inputs.ptr()) || PyTuple_Check(inputs.ptr())
                              ? py::reinterpret_borrow<py::sequence>(inputs)
@@ -1132,6 +1132,14 @@ PYBIND11_MODULE(_core, m) {
         "Load libonnxruntime from `path` (once per process).");
   m.def("runtime_loaded", &Runtime::is_loaded);
   m.def("shared_weight_file", &shared_weight_file, py::arg("initializer"));
+  m.def(
+      "_bound_view",
+      [](py::handle obj) {  // for tests: what run() would hand onnxruntime for `obj`
+        Held held;
+        TensorView v = view_of_array(obj, "input", "x", held);
+        return py::make_tuple(reinterpret_cast<uintptr_t>(v.data), v.device.str(), v.shape);
+      },
+      py::arg("obj"));
   m.def("runtime_info", []() {
     RuntimeInfo info = Runtime::get().info();
     GlobalThreadOptions threads = Runtime::get().global_threads();

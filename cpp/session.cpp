@@ -79,7 +79,9 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
 template <typename Open>
 std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const SharedState& shared,
                               const std::string& what) {
-  Runtime::get();
+  // The environment (and onnxruntime's default logger) must exist before a
+  // provider library is loaded by make_options().
+  Runtime::get().env();
   try {
     Ort::SessionOptions so = make_options(options);
     if (!shared.initializers.empty()) {

@@ -117,7 +117,8 @@ def parse(providers: Union[ProviderSpec, Iterable[ProviderSpec]]) -> List[Tuple[
 
 
 def _is_pair(p: Any) -> bool:
-    return isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and (p[1] is None or isinstance(p[1], Mapping))
+    # ("cuda", {...}) is one provider with options; ("cuda", "cpu") two names.
+    return isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) and not isinstance(p[1], str)
 
 
 def _installed(dist: str) -> Optional[str]:
@@ -127,17 +128,41 @@ def _installed(dist: str) -> Optional[str]:
         return None
 
 
-def explain_load_failure(name: str, message: str) -> str:
+def _loader_error(library_path: Optional[str]) -> str:
+    """The dynamic loader's words for why the CUDA provider library next to
+    ``library_path`` does not load ("" when it loads or is not there).
+    onnxruntime only logs them; its error says "Failed to load shared library"."""
+    if not library_path:
+        return ""
+    import ctypes
+    import os
+
+    provider = os.path.join(os.path.dirname(library_path), "libonnxruntime_providers_cuda.so")
+    if not os.path.isfile(provider):
+        return f"{provider} is missing"
+    try:
+        ctypes.CDLL(provider, mode=getattr(os, "RTLD_LAZY", 1) | getattr(os, "RTLD_LOCAL", 0))
+    except OSError as e:
+        return str(e)
+    return ""
+
+
+def explain_load_failure(name: str, message: str, library_path: Optional[str] = None) -> str:
     """A reason, in words a user can act on, for onnxruntime's error when a
     session with provider ``name`` could not be created."""
     if name != CUDA:
         return message
     low = message.lower()
+    if "failed to load shared library" in low:
+        detail = _loader_error(library_path)
+        if detail:
+            message = f"{message} ({detail})"
+            low = message.lower()
     if "no cuda-capable device" in low or "cuda failure 100" in low or "cudaerrornodevice" in low:
         return f"no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES); onnxruntime said: {message}"
     if "invalid device ordinal" in low or "cuda failure 101" in low:
         return f"the requested CUDA device does not exist; onnxruntime said: {message}"
-    if ".so" in low or "cannot open shared object" in low or "error loading" in low or "dll" in low:
+    if "shared library" in low or "cannot open shared object" in low or ".so" in low or "dll" in low:
         return ("the CUDA provider's libraries (CUDA runtime, cuBLAS, cuDNN) could not be loaded: "
                 "install them with `pip install 'onnxruntime-gpu[cuda,cudnn]'` or a matching CUDA toolkit; "
                 f"onnxruntime said: {message}")
@@ -163,7 +188,7 @@ _probe_lock = threading.Lock()
 _probe_cache: Dict[str, str] = {}
 
 
-def probe(name: str, open_engine: Any) -> str:
+def probe(name: str, open_engine: Any, library_path: Optional[str] = None) -> str:
     """"" when a session with provider ``name`` opens, else why not (cached).
     ``open_engine(providers)`` opens a tiny engine with those providers, strictly."""
     with _probe_lock:
@@ -172,5 +197,5 @@ def probe(name: str, open_engine: Any) -> str:
                 open_engine(name)
                 _probe_cache[name] = ""
             except FastortError as e:
-                _probe_cache[name] = explain_load_failure(name, str(e))
+                _probe_cache[name] = explain_load_failure(name, str(e), library_path)
         return _probe_cache[name]

@@ -102,12 +102,39 @@ def runtime_info(probe: bool = True) -> Dict[str, Any]:
             status[name] = {"available": False,
                             "reason": prov.missing_reason(name, info["version"], info["providers"])}
         elif name == prov.CUDA and probe:
-            why = prov.probe(name, _open_probe)
+            preload_cuda_libraries()
+            why = prov.probe(name, _open_probe, info["library_path"])
             status[name] = {"available": not why, "reason": why}
         else:
             status[name] = {"available": True, "reason": "" if probe or name != prov.CUDA else "not probed"}
     info["provider_status"] = status
     return info
+
+
+_cuda_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Makes the NVIDIA libraries that ``onnxruntime-gpu[cuda,cudnn]`` installs
+    from PyPI findable by onnxruntime's CUDA provider. fastort loads
+    libonnxruntime without importing the ``onnxruntime`` module, whose import
+    normally does this; here its documented ``onnxruntime.preload_dlls()`` is
+    called once, before the first CUDA session. Does nothing for a CPU runtime,
+    with ``FASTORT_PRELOAD_CUDA=0``, or when the module is not there."""
+    global _cuda_preloaded
+    if _cuda_preloaded or os.environ.get("FASTORT_PRELOAD_CUDA", "1") == "0":
+        return
+    _cuda_preloaded = True
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    try:
+        import onnxruntime
+
+        preload = getattr(onnxruntime, "preload_dlls", None)
+        if preload is not None:
+            preload()
+    except Exception:  # pragma: no cover - best effort: the provider then reports what is missing
+        pass
 
 
 def _open_probe(provider: str) -> None:

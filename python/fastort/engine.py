@@ -94,6 +94,8 @@ def _providers(providers: Any, strict: bool) -> Tuple[List[str], List[List[Tuple
     options: List[List[Tuple[str, str]]] = []
     for name, opts in parsed:
         if name in info["providers"]:
+            if name == _prov.CUDA:
+                _runtime.preload_cuda_libraries()
             names.append(name)
             options.append(opts)
             continue
@@ -288,7 +290,8 @@ class Engine:
             if not accelerators:
                 raise
             # e.g. onnxruntime-gpu without a GPU or without its CUDA libraries
-            reason = "; ".join(_prov.explain_load_failure(p, str(e)) for p in accelerators)
+            library = _runtime.runtime_info(probe=False)["library_path"]
+            reason = "; ".join(_prov.explain_load_failure(p, str(e), library) for p in accelerators)
             if strict_providers:
                 raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
             options["providers"] = ["CPUExecutionProvider"]
