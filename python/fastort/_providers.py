@@ -29,7 +29,7 @@ PROVIDER_ALIASES: Dict[str, str] = {
 ProviderSpec = Union[str, Tuple[str, Mapping[str, Any]]]
 
 CUDA = "CUDAExecutionProvider"
-GPU_INSTALL = "pip uninstall -y onnxruntime && pip install 'fastort[gpu]'"
+GPU_INSTALL = "pip uninstall -y onnxruntime onnxruntime-gpu && pip install 'onnxruntime-gpu[cuda,cudnn]' (see docs/GPU.md)"
 
 _ARENA = {"knextpoweroftwo": "kNextPowerOfTwo", "next_power_of_two": "kNextPowerOfTwo",
           "ksameasrequested": "kSameAsRequested", "same_as_requested": "kSameAsRequested"}
@@ -92,13 +92,13 @@ def _options(name: str, options: Any) -> List[Tuple[str, str]]:
 
 def parse(providers: Union[ProviderSpec, Iterable[ProviderSpec]]) -> List[Tuple[str, List[Tuple[str, str]]]]:
     """[(onnxruntime name, [(key, value)])] for the ``providers`` argument, validated."""
-    if isinstance(providers, (str, tuple)) and (isinstance(providers, str) or _is_pair(providers)):
-        providers = [providers]  # type: ignore[list-item]
+    items: List[Any] = [providers] if isinstance(providers, str) or _is_pair(providers) else list(providers)
     out: List[Tuple[str, List[Tuple[str, str]]]] = []
-    for p in providers:  # type: ignore[union-attr]
+    for item in items:
+        p: Any = item
         options: Any = None
-        if _is_pair(p):
-            p, options = p  # type: ignore[misc]
+        if _is_pair(item):
+            p, options = item
         if not isinstance(p, str):
             raise ConfigError(
                 f"providers must be names (str), got {type(p).__name__} (or (name, options dict) tuples)")
