@@ -1082,6 +1082,7 @@ SessionOptions make_options(const py::dict& o) {
   so.execution_mode = static_cast<ExecutionMode>(o["execution_mode"].cast<int>());
   so.log_level = o["log_level"].cast<int>();
   so.config = o["config"].cast<std::vector<std::pair<std::string, std::string>>>();
+  if (o.contains("pinned_staging_min_bytes")) so.pinned_staging_min_bytes = o["pinned_staging_min_bytes"].cast<size_t>();
   return so;
 }
 

@@ -154,6 +154,15 @@ Session::Session(Key, Ort::Session session, const SessionOptions& options) : ses
         if (kv.first == "device_id") device_.id = std::stoi(kv.second);
     device_memory_ = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, device_.id, OrtMemTypeDefault);
   }
+  if (!device_.is_cpu() && options.pinned_staging_min_bytes > 0) {
+    try {
+      pinned_memory_ = Ort::MemoryInfo("CudaPinned", OrtDeviceAllocator, 0, OrtMemTypeCPUOutput);
+      pinned_ = std::make_unique<Ort::Allocator>(session_, pinned_memory_);
+      pinned_min_bytes_ = options.pinned_staging_min_bytes;
+    } catch (const Ort::Exception&) {
+      pinned_.reset();  // no pinned allocator in this runtime: onnxruntime copies from pageable memory
+    }
+  }
   Ort::AllocatorWithDefaultOptions alloc;
   const size_t n_in = session_.GetInputCount();
   const size_t n_out = session_.GetOutputCount();
@@ -268,6 +277,29 @@ Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::st
   return Ort::Value::CreateTensor(rt.cpu_memory(), data, bytes, view.shape.data(), view.shape.size(), view.type);
 }
 
+std::vector<Ort::Value> Session::input_values(const std::vector<TensorView>& inputs,
+                                              std::vector<Ort::MemoryAllocation>& staged) const {
+  std::vector<Ort::Value> in_values;
+  in_values.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorView& v = inputs[i];
+    check_input(i, v);
+    if (pinned_ && v.device.is_cpu() && v.data != nullptr && v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+      const size_t item = element_size(v.type);
+      const size_t bytes = item == 0 ? 0 : element_count(v, item, "input", inputs_[i].name) * item;
+      if (bytes >= pinned_min_bytes_) {
+        staged.push_back(pinned_->GetAllocation(bytes));
+        std::memcpy(staged.back().get(), v.data, bytes);
+        in_values.push_back(Ort::Value::CreateTensor(pinned_memory_, staged.back().get(), bytes, v.shape.data(),
+                                                     v.shape.size(), v.type));
+        continue;
+      }
+    }
+    in_values.push_back(wrap(v, "input", inputs_[i].name));
+  }
+  return in_values;
+}
+
 std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& inputs,
                                               const std::vector<size_t>& outputs) const {
   if (inputs.size() != inputs_.size())
@@ -275,13 +307,9 @@ std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& in
                             std::to_string(inputs.size()));
   try {
     Ort::IoBinding binding(session_);
-    std::vector<Ort::Value> in_values;
-    in_values.reserve(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      check_input(i, inputs[i]);
-      in_values.push_back(wrap(inputs[i], "input", inputs_[i].name));
-      binding.BindInput(input_names_[i], in_values.back());
-    }
+    std::vector<Ort::MemoryAllocation> staged;  // pinned copies: freed after the run
+    std::vector<Ort::Value> in_values = input_values(inputs, staged);
+    for (size_t i = 0; i < inputs.size(); ++i) binding.BindInput(input_names_[i], in_values[i]);
     const OrtMemoryInfo* where = device_.is_cpu() ? Runtime::get().cpu_memory() : static_cast<const OrtMemoryInfo*>(device_memory_);
     const size_t n = outputs.empty() ? outputs_.size() : outputs.size();
     for (size_t k = 0; k < n; ++k) {
@@ -307,12 +335,8 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
     throw InvalidInputError("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
                             std::to_string(inputs.size()));
   try {
-    std::vector<Ort::Value> in_values;
-    in_values.reserve(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      check_input(i, inputs[i]);
-      in_values.push_back(wrap(inputs[i], "input", inputs_[i].name));
-    }
+    std::vector<Ort::MemoryAllocation> staged;  // pinned copies (CUDA sessions): freed after the run
+    std::vector<Ort::Value> in_values = input_values(inputs, staged);
 
     std::vector<const char*> selected_names;
     const std::vector<const char*>& out_names = outputs.empty() ? output_names_ : selected_names;

@@ -468,3 +468,18 @@ def test_gpu_replicas_and_batching():  # pragma: no cover - GPU machines
         # device inputs bypass the batcher and still run
         x = torch.from_numpy(xs[0]).cuda()
         np.testing.assert_allclose(engine.run(x)["y"], expected(xs[0]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the fallback of output_device='cuda' where CUDA is not usable")
+def test_output_device_cuda_falls_back_to_host_outputs_with_a_warning():
+    x = np.random.default_rng(4).standard_normal((2, 4)).astype(np.float32)
+    with pytest.warns(RuntimeWarning) as caught:
+        engine = fastort.Engine(tiny(), providers=["cuda", "cpu"], output_device="cuda", pinned_staging=False)
+    assert any("outputs stay in host memory" in str(w.message) for w in caught)
+    with engine:
+        assert engine.device == "cpu" and engine.output_device == "cpu"
+        y = engine.run(x)["y"]
+        assert isinstance(y, np.ndarray)
+        np.testing.assert_allclose(y, expected(x), rtol=1e-5, atol=1e-6)
+        t = engine.run(x, output_format="dlpack")["y"]
+        assert isinstance(t, fastort.Tensor) and t.device == "cpu"

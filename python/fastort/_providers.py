@@ -8,7 +8,6 @@ tuples. CUDA options are validated here, so that a typo fails with a clear
 
 from __future__ import annotations
 
-import importlib.metadata
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -122,6 +121,8 @@ def _is_pair(p: Any) -> bool:
 
 
 def _installed(dist: str) -> Optional[str]:
+    import importlib.metadata  # only when a reason is needed: slow to import
+
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -106,7 +106,7 @@ def runtime_info(probe: bool = True) -> Dict[str, Any]:
             why = prov.probe(name, _open_probe, info["library_path"])
             status[name] = {"available": not why, "reason": why}
         else:
-            status[name] = {"available": True, "reason": "" if probe or name != prov.CUDA else "not probed"}
+            status[name] = {"available": True, "reason": ""}  # offered (CUDA: not probed when probe=False)
     info["provider_status"] = status
     return info
 

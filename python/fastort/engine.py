@@ -50,6 +50,8 @@ Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
 
 PROVIDER_ALIASES = _prov.PROVIDER_ALIASES
 OUTPUT_DEVICES = ("cpu", "cuda")
+#: Host inputs of CUDA engines at least this large are staged through pinned memory.
+PINNED_STAGING_MIN_BYTES = 64 * 1024
 OUTPUT_FORMATS = ("numpy", "dlpack", "torch", "cupy")
 
 GRAPH_OPTIMIZATION_LEVELS: Dict[str, int] = {"disable": 0, "basic": 1, "extended": 2, "layout": 3, "all": 99}
@@ -171,6 +173,9 @@ class Engine:
             (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"`` (the
             engine's GPU; needs the CUDA provider). With ``"cuda"`` the default
             output format becomes ``"dlpack"``.
+        pinned_staging: CUDA engines copy host inputs of 64 KiB or more into
+            onnxruntime's pinned host memory before the run, so that the copy to
+            the GPU is a DMA transfer (off where the runtime has no pinned allocator).
         intra_op_threads: threads inside one operator, per replica (0: onnxruntime's
             default of one per core; with several replicas, cores / replicas).
         inter_op_threads: threads across operators in parallel mode (0: default).
@@ -218,6 +223,7 @@ class Engine:
         padding: Optional[Mapping[str, Mapping[int, float]]] = None,
         batching: Optional[BatchConfig] = None,
         output_device: str = "cpu",
+        pinned_staging: bool = True,
     ) -> None:
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
@@ -249,6 +255,7 @@ class Engine:
             "config": config,
             "replicas": replicas,
             "share_weights": bool(share_weights),
+            "pinned_staging_min_bytes": PINNED_STAGING_MIN_BYTES if pinned_staging else 0,
         }
         if batching is None and max_batch_size is not None:
             batching = BatchConfig(
@@ -314,6 +321,8 @@ class Engine:
             warnings.warn("fastort: output_device='cuda' but the engine runs on the CPU; outputs stay in host memory",
                           RuntimeWarning, stacklevel=2)
         self.output_device: str = "cuda" if self._device_out else "cpu"
+        if self._device_out:  # run() leaves tensors on the device by default (no cost to other engines)
+            self.__class__ = _DeviceOutEngine
         _live_engines.add(self)
         if batching is not None:
             self._start_queue(batching, route_runs=True)
@@ -373,9 +382,13 @@ class Engine:
         core = self._core
         if core is None:
             raise EngineClosedError(f"engine for {self._source} is closed")
-        if output_format is None and not self._device_out:
+        if output_format is None:  # the fast path: numpy out (output_device="cuda" engines override run)
             return core.run(inputs, outputs, out, timeout or 0.0, priority)
-        fmt = output_format or ("dlpack" if self._device_out else "numpy")
+        return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format)
+
+    def _run_formatted(self, core: "_core.Engine", inputs: Inputs, outputs: Optional[Sequence[str]],
+                       out: Optional[Mapping[str, np.ndarray]], timeout: Optional[float], priority: int,
+                       fmt: str) -> Dict[str, Any]:
         if fmt == "numpy":
             return core.run(inputs, outputs, out, timeout or 0.0, priority)
         if fmt not in OUTPUT_FORMATS:
@@ -574,6 +587,26 @@ class Engine:
         )
         thread.start()
         self._completion_thread = thread
+
+
+class _DeviceOutEngine(Engine):
+    """An Engine made with output_device="cuda" (see Engine.__init__)."""
+
+    def run(  # type: ignore[override]
+        self,
+        inputs: Inputs,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        out: Optional[Mapping[str, np.ndarray]] = None,
+        timeout: Optional[float] = None,
+        priority: int = 0,
+        output_format: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """:meth:`run` of an engine made with output_device="cuda": tensors stay on the device."""
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format or "dlpack")
 
 
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
