@@ -483,3 +483,15 @@ def test_output_device_cuda_falls_back_to_host_outputs_with_a_warning():
         np.testing.assert_allclose(y, expected(x), rtol=1e-5, atol=1e-6)
         t = engine.run(x, output_format="dlpack")["y"]
         assert isinstance(t, fastort.Tensor) and t.device == "cpu"
+
+
+def test_fastort_info_shows_each_providers_status(capsys):
+    from fastort.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "  CPUExecutionProvider: available" in out
+    if HAS_CUDA:
+        assert "  CUDAExecutionProvider: available" in out
+    else:
+        assert f"  CUDAExecutionProvider: unavailable: {CUDA_STATUS['reason']}" in out
