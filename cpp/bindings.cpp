@@ -250,8 +250,10 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
 // __dlpack__...) or a __cuda_array_interface__ one (Numba...). Host tensors
 // become numpy arrays over the same memory (numpy.from_dlpack: no copy); CUDA
 // tensors are read in place on the device.
-TensorView view_of_device_object(py::handle obj, const char* kind, const std::string& name, Held& held,
-                                 ElementType expected) {
+// Kept out of line (and out of the numpy fast path's code).
+[[gnu::noinline, gnu::cold]] TensorView view_of_device_object(py::handle obj, const char* kind,
+                                                              const std::string& name, Held& held,
+                                                              ElementType expected) {
   const std::string what = std::string(kind) + " '" + name + "'";
   if (py::hasattr(obj, "__dlpack_device__")) {
     int device_type = 0;
