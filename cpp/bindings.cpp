@@ -258,9 +258,15 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   if (py::hasattr(obj, "__dlpack_device__")) {
     int device_type = 0;
     try {
-      device_type = py::tuple(obj.attr("__dlpack_device__")())[0].cast<int>();
+      py::object dev = obj.attr("__dlpack_device__")();
+      if (!py::isinstance<py::tuple>(dev) || py::len(dev) != 2)
+        throw InvalidInputError(what + ": __dlpack_device__ must return (device_type, device_id), got " +
+                                std::string(py::repr(dev)));
+      device_type = py::reinterpret_borrow<py::tuple>(dev)[0].cast<int>();
     } catch (py::error_already_set& e) {
       rethrow_as_invalid(e, what + ": __dlpack_device__ failed");
+    } catch (const py::cast_error& e) {
+      throw InvalidInputError(what + ": __dlpack_device__ must return two ints: " + e.what());
     }
     if (device_type == dlpack::kCPU || device_type == dlpack::kCUDAHost) {
       py::object arr;
@@ -298,6 +304,8 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
     py::tuple shape = cai["shape"];
     py::dtype dt = py::dtype::from_args(cai["typestr"]);
     py::tuple data = cai["data"];
+    if (cai.contains("mask") && !cai["mask"].is_none())
+      throw InvalidInputError(what + ": masked __cuda_array_interface__ arrays are not supported");
     view.type = dtypes().type_of(dt);
     if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED || view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING)
       throw InvalidInputError(what + ": dtype " + std::string(py::str(dt)) + " is not supported on the device");
@@ -313,9 +321,11 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
         expected_stride *= view.shape[d];
       }
     }
+  } catch (const Error&) {
+    throw;
   } catch (py::error_already_set& e) {
     rethrow_as_invalid(e, what + ": unreadable __cuda_array_interface__");
-  } catch (py::cast_error& e) {
+  } catch (const std::exception& e) {  // pybind11's cast and type errors
     throw InvalidInputError(what + ": unreadable __cuda_array_interface__: " + e.what());
   }
   view.device = Device{DeviceType::Cuda, cuda::device_of_pointer(view.data)};

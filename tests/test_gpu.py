@@ -410,9 +410,26 @@ def test_a_broken_dlpack_producer_is_an_input_error():
         def __dlpack__(self, **kwargs):
             return "nope"
 
+    class BadDevice:
+        def __dlpack_device__(self):
+            return 2
+
+    class BadInterface:
+        def __init__(self, cai):
+            self.__cuda_array_interface__ = cai
+
     with fastort.Engine(tiny()) as engine:
         with pytest.raises(InvalidInputError, match=r"__dlpack_device__ failed: device query failed"):
             engine.run(Broken())
+        with pytest.raises(InvalidInputError, match=r"__dlpack_device__ must return \(device_type, device_id\), got 2"):
+            engine.run(BadDevice())
+        with pytest.raises(InvalidInputError, match=r"unreadable __cuda_array_interface__"):
+            engine.run(BadInterface({"shape": 3, "typestr": "<f4", "data": (1, False), "version": 3}))
+        with pytest.raises(InvalidInputError, match=r"unreadable __cuda_array_interface__: .*KeyError|unreadable"):
+            engine.run(BadInterface({"typestr": "<f4", "data": (1, False), "version": 3}))
+        with pytest.raises(InvalidInputError, match=r"masked __cuda_array_interface__ arrays are not supported"):
+            engine.run(BadInterface({"shape": (2, 4), "typestr": "<f4", "data": (1, False), "version": 3,
+                                     "mask": object()}))
         with pytest.raises(InvalidInputError, match=r"did not return a DLPack 'dltensor' capsule"):
             engine.run(NotACapsule())
 
