@@ -256,13 +256,14 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
                                                               ElementType expected) {
   const std::string what = std::string(kind) + " '" + name + "'";
   if (py::hasattr(obj, "__dlpack_device__")) {
-    int device_type = 0;
+    int device_type = 0, device_id = 0;
     try {
       py::object dev = obj.attr("__dlpack_device__")();
       if (!py::isinstance<py::tuple>(dev) || py::len(dev) != 2)
         throw InvalidInputError(what + ": __dlpack_device__ must return (device_type, device_id), got " +
                                 std::string(py::repr(dev)));
       device_type = py::reinterpret_borrow<py::tuple>(dev)[0].cast<int>();
+      device_id = py::reinterpret_borrow<py::tuple>(dev)[1].cast<int>();
     } catch (py::error_already_set& e) {
       rethrow_as_invalid(e, what + ": __dlpack_device__ failed");
     } catch (const py::cast_error& e) {
@@ -278,9 +279,16 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
       held.array = arr;
       return view_of_array(arr, kind, name, held, expected);
     }
+    // The producer orders its pending work on a stream of ours (DLPack's
+    // `stream` argument: no host wait on its side), and we wait for that one
+    // stream before onnxruntime, whose stream is not ordered after the
+    // producer's, reads the tensor. Without the CUDA runtime in the process
+    // (no CUDA engine: this input is refused anyway) no stream is passed.
+    void* stream = device_type == dlpack::kCUDA ? cuda::input_stream(device_id) : nullptr;
     py::object capsule;
     try {
-      capsule = obj.attr("__dlpack__")();
+      capsule = stream != nullptr ? obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<uintptr_t>(stream))
+                                  : obj.attr("__dlpack__")();
     } catch (py::error_already_set& e) {
       rethrow_as_invalid(e, what + " (" + type_name(obj) + ") cannot be exported with DLPack");
     }
@@ -295,7 +303,12 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
       if (m->deleter != nullptr) m->deleter(m);
     });
     held.array = py::reinterpret_borrow<py::object>(obj);
-    return view_of_dlpack(managed->dl_tensor, what);
+    TensorView view = view_of_dlpack(managed->dl_tensor, what);
+    if (stream != nullptr) {
+      py::gil_scoped_release release;
+      cuda::synchronize(stream);
+    }
+    return view;
   }
   // __cuda_array_interface__ (version 2 or 3)
   TensorView view;
@@ -330,6 +343,20 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   }
   view.device = Device{DeviceType::Cuda, cuda::device_of_pointer(view.data)};
   held.array = py::reinterpret_borrow<py::object>(obj);
+  // Version 3: a producer's stream with pending work on the array (None: none).
+  uintptr_t producer_stream = 0;
+  try {
+    py::dict cai = obj.attr("__cuda_array_interface__");
+    if (cai.contains("stream") && !cai["stream"].is_none()) producer_stream = cai["stream"].cast<uintptr_t>();
+  } catch (const std::exception&) {
+    throw InvalidInputError(what + ": the __cuda_array_interface__ 'stream' must be an int or None");
+  }
+  // Without the CUDA runtime in the process there is no CUDA engine, and the
+  // input is refused by the engine's device check: nothing to wait for.
+  if (producer_stream != 0 && cuda::unavailable_reason().empty()) {
+    py::gil_scoped_release release;
+    cuda::synchronize(reinterpret_cast<void*>(producer_stream));
+  }
   return view;
 }
 

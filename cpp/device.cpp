@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 
 #include <mutex>
+#include <vector>
 
 #include "errors.h"
 
@@ -158,6 +159,14 @@ struct Api {
   using Memcpy = int (*)(void*, const void*, size_t, int);
   using GetAttributes = int (*)(PointerAttributes*, const void*);
   using ErrorString = const char* (*)(int);
+  using StreamCreate = int (*)(void**, unsigned int);
+  using StreamSync = int (*)(void*);
+  using GetDevice = int (*)(int*);
+  using SetDevice = int (*)(int);
+  StreamCreate stream_create = nullptr;
+  StreamSync stream_sync = nullptr;
+  GetDevice get_device = nullptr;
+  SetDevice set_device = nullptr;
   Memcpy memcpy = nullptr;
   GetAttributes attributes = nullptr;
   ErrorString error_string = nullptr;
@@ -175,6 +184,10 @@ const Api& api() {
       a.memcpy = reinterpret_cast<Api::Memcpy>(dlsym(h, "cudaMemcpy"));
       a.attributes = reinterpret_cast<Api::GetAttributes>(dlsym(h, "cudaPointerGetAttributes"));
       a.error_string = reinterpret_cast<Api::ErrorString>(dlsym(h, "cudaGetErrorString"));
+      a.stream_create = reinterpret_cast<Api::StreamCreate>(dlsym(h, "cudaStreamCreateWithFlags"));
+      a.stream_sync = reinterpret_cast<Api::StreamSync>(dlsym(h, "cudaStreamSynchronize"));
+      a.get_device = reinterpret_cast<Api::GetDevice>(dlsym(h, "cudaGetDevice"));
+      a.set_device = reinterpret_cast<Api::SetDevice>(dlsym(h, "cudaSetDevice"));
       if (a.memcpy != nullptr && a.attributes != nullptr && a.error_string != nullptr) return a;
       a = Api{};
     }
@@ -194,6 +207,33 @@ void copy_to_host(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   const int rc = a.memcpy(dst, src, bytes, 2 /* cudaMemcpyDeviceToHost */);
   if (rc != 0) throw RunError(std::string("cudaMemcpy (device to host) failed: ") + a.error_string(rc));
+}
+
+void* input_stream(int device) noexcept {
+  const Api& a = api();
+  if (a.stream_create == nullptr || a.stream_sync == nullptr || a.get_device == nullptr || a.set_device == nullptr ||
+      device < 0)
+    return nullptr;
+  static std::mutex mu;
+  static std::vector<void*> streams;  // per device; live as long as the process
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<size_t>(device) < streams.size() && streams[device] != nullptr) return streams[device];
+  int current = 0;
+  if (a.get_device(&current) != 0) return nullptr;
+  void* stream = nullptr;
+  if (a.set_device(device) == 0 && a.stream_create(&stream, 1 /* cudaStreamNonBlocking */) != 0) stream = nullptr;
+  a.set_device(current);
+  if (stream == nullptr) return nullptr;
+  if (streams.size() <= static_cast<size_t>(device)) streams.resize(device + 1, nullptr);
+  streams[device] = stream;
+  return stream;
+}
+
+void synchronize(void* stream) {
+  const Api& a = api();
+  if (a.stream_sync == nullptr) throw Error("cannot wait for a CUDA stream: " + a.why_not);
+  const int rc = a.stream_sync(stream);
+  if (rc != 0) throw RunError(std::string("cudaStreamSynchronize failed: ") + a.error_string(rc));
 }
 
 int device_of_pointer(const void* ptr) noexcept {

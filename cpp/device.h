@@ -40,6 +40,13 @@ std::string unavailable_reason();
 void copy_to_host(void* dst, const void* src, size_t bytes);
 // The device of a CUDA pointer, or -1 when it cannot be told.
 int device_of_pointer(const void* ptr) noexcept;
+// A stream of fastort's own on `device` (created once, never destroyed), on
+// which producers of CUDA inputs order their pending work (DLPack's `stream`
+// argument); nullptr when the CUDA runtime is not loaded or it cannot be made.
+void* input_stream(int device) noexcept;
+// Waits (on the host) until the work queued on `stream` so far is done: one
+// stream, never the whole device. Throws RunError on a CUDA error.
+void synchronize(void* stream);
 }  // namespace cuda
 
 }  // namespace fastort

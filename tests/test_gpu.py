@@ -305,9 +305,9 @@ class FakeCudaArray:
     """A __cuda_array_interface__ producer over a pointer that is never read:
     an engine must refuse it before touching its memory."""
 
-    def __init__(self, shape=(2, 4), typestr="<f4"):
+    def __init__(self, shape=(2, 4), typestr="<f4", stream=None):
         self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (0xDEAD0000, False),
-                                         "strides": None, "version": 3}
+                                         "strides": None, "version": 3, "stream": stream}
 
 
 class _DLDevice(ctypes.Structure):
@@ -370,6 +370,15 @@ def test_a_cpu_engine_refuses_cuda_tensors_with_a_clear_error(make):
         # the engine still works
         np.testing.assert_allclose(engine.run(np.ones((1, 4), np.float32))["y"], expected(np.ones((1, 4), np.float32)),
                                    rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a CUDA runtime is loaded here: the producer's stream would be waited on")
+def test_a_cpu_engine_refuses_a_cuda_array_with_a_stream_without_touching_it():
+    with fastort.Engine(tiny()) as engine:
+        with pytest.raises(InvalidInputError, match=r"input 'x' is on cuda, but this engine runs on the CPU"):
+            engine.run(FakeCudaArray(stream=12345))
+        with pytest.raises(InvalidInputError, match=r"'stream' must be an int or None"):
+            engine.run(FakeCudaArray(stream="default"))
 
 
 def test_a_batching_engine_refuses_cuda_tensors_clearly():
