@@ -187,6 +187,9 @@ uint64_t Batcher::submit(Request request) {
   const size_t axis = options_.batch_axis;
   for (size_t i = 0; i < ins.size(); ++i) {
     const TensorView& v = request.inputs[i];
+    if (!v.device.is_cpu())
+      throw InvalidInputError("input '" + ins[i].name + "' is on " + v.device.str() +
+                              ": the request queue takes host arrays (device inputs run unbatched through run())");
     s.check_input(i, v);
     checked_element_count(v.shape, item_size(v.type), "input '" + ins[i].name + "'");
     p->signature.push_back(static_cast<int64_t>(v.type));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "batcher.h"
+#include "device.h"
 #include "errors.h"
 #include "pool.h"
 #include "runtime.h"
@@ -232,20 +233,145 @@ std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("_
 // Keeps what a TensorView points into alive for the length of a run.
 struct Held {
   py::object array;
+  std::shared_ptr<dlpack::ManagedTensor> dl;  // a consumed DLPack tensor, released with its deleter
   std::vector<std::string> utf8;  // string tensors: the encoded elements
   std::vector<std::string_view> views;
 };
+
+TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
+                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED);
+
+// Python's message of the exception being handled, as an InvalidInputError.
+[[noreturn]] void rethrow_as_invalid(py::error_already_set& e, const std::string& what) {
+  throw InvalidInputError(what + ": " + std::string(py::str(e.value())));
+}
+
+// An object of another library: a DLPack producer (torch, CuPy, JAX, numpy's
+// __dlpack__...) or a __cuda_array_interface__ one (Numba...). Host tensors
+// become numpy arrays over the same memory (numpy.from_dlpack: no copy); CUDA
+// tensors are read in place on the device.
+// Kept out of line (and out of the numpy fast path's code).
+[[gnu::noinline, gnu::cold]] TensorView view_of_device_object(py::handle obj, const char* kind,
+                                                              const std::string& name, Held& held,
+                                                              ElementType expected) {
+  const std::string what = std::string(kind) + " '" + name + "'";
+  if (py::hasattr(obj, "__dlpack_device__")) {
+    int device_type = 0, device_id = 0;
+    try {
+      py::object dev = obj.attr("__dlpack_device__")();
+      if (!py::isinstance<py::tuple>(dev) || py::len(dev) != 2)
+        throw InvalidInputError(what + ": __dlpack_device__ must return (device_type, device_id), got " +
+                                std::string(py::repr(dev)));
+      device_type = py::reinterpret_borrow<py::tuple>(dev)[0].cast<int>();
+      device_id = py::reinterpret_borrow<py::tuple>(dev)[1].cast<int>();
+    } catch (py::error_already_set& e) {
+      rethrow_as_invalid(e, what + ": __dlpack_device__ failed");
+    } catch (const py::cast_error& e) {
+      throw InvalidInputError(what + ": __dlpack_device__ must return two ints: " + e.what());
+    }
+    if (device_type == dlpack::kCPU || device_type == dlpack::kCUDAHost) {
+      py::object arr;
+      try {
+        arr = py::module_::import("numpy").attr("from_dlpack")(obj);
+      } catch (py::error_already_set& e) {
+        rethrow_as_invalid(e, what + " (" + type_name(obj) + ") cannot be read through DLPack");
+      }
+      held.array = arr;
+      return view_of_array(arr, kind, name, held, expected);
+    }
+    // The producer orders its pending work on a stream of ours (DLPack's
+    // `stream` argument: no host wait on its side), and we wait for that one
+    // stream before onnxruntime, whose stream is not ordered after the
+    // producer's, reads the tensor. Without the CUDA runtime in the process
+    // (no CUDA engine: this input is refused anyway) no stream is passed.
+    void* stream = device_type == dlpack::kCUDA ? cuda::input_stream(device_id) : nullptr;
+    py::object capsule;
+    try {
+      capsule = stream != nullptr ? obj.attr("__dlpack__")(py::arg("stream") = reinterpret_cast<uintptr_t>(stream))
+                                  : obj.attr("__dlpack__")();
+    } catch (py::error_already_set& e) {
+      rethrow_as_invalid(e, what + " (" + type_name(obj) + ") cannot be exported with DLPack");
+    }
+    auto* managed = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+    if (managed == nullptr) {
+      PyErr_Clear();
+      throw InvalidInputError(what + ": __dlpack__ did not return a DLPack 'dltensor' capsule");
+    }
+    // The capsule is ours now: mark it used so that it does not free the tensor too.
+    PyCapsule_SetName(capsule.ptr(), "used_dltensor");
+    held.dl = std::shared_ptr<dlpack::ManagedTensor>(managed, [](dlpack::ManagedTensor* m) {
+      if (m->deleter != nullptr) m->deleter(m);
+    });
+    held.array = py::reinterpret_borrow<py::object>(obj);
+    TensorView view = view_of_dlpack(managed->dl_tensor, what);
+    if (stream != nullptr) {
+      py::gil_scoped_release release;
+      cuda::synchronize(stream);
+    }
+    return view;
+  }
+  // __cuda_array_interface__ (version 2 or 3)
+  TensorView view;
+  try {
+    py::dict cai = obj.attr("__cuda_array_interface__");
+    py::tuple shape = cai["shape"];
+    py::dtype dt = py::dtype::from_args(cai["typestr"]);
+    py::tuple data = cai["data"];
+    if (cai.contains("mask") && !cai["mask"].is_none())
+      throw InvalidInputError(what + ": masked __cuda_array_interface__ arrays are not supported");
+    view.type = dtypes().type_of(dt);
+    if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED || view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING)
+      throw InvalidInputError(what + ": dtype " + std::string(py::str(dt)) + " is not supported on the device");
+    for (py::handle d : shape) view.shape.push_back(d.cast<int64_t>());
+    view.data = reinterpret_cast<void*>(data[0].cast<uintptr_t>());
+    if (cai.contains("strides") && !cai["strides"].is_none()) {
+      int64_t expected_stride = dt.itemsize();
+      py::tuple strides = cai["strides"];
+      for (size_t d = view.shape.size(); d-- > 0;) {
+        if (view.shape[d] != 1 && strides[d].cast<int64_t>() != expected_stride)
+          throw InvalidInputError(what + " (shape " + shape_to_string(view.shape) +
+                                  ") is not C-contiguous: make it contiguous first");
+        expected_stride *= view.shape[d];
+      }
+    }
+  } catch (const Error&) {
+    throw;
+  } catch (py::error_already_set& e) {
+    rethrow_as_invalid(e, what + ": unreadable __cuda_array_interface__");
+  } catch (const std::exception& e) {  // pybind11's cast and type errors
+    throw InvalidInputError(what + ": unreadable __cuda_array_interface__: " + e.what());
+  }
+  view.device = Device{DeviceType::Cuda, cuda::device_of_pointer(view.data)};
+  held.array = py::reinterpret_borrow<py::object>(obj);
+  // Version 3: a producer's stream with pending work on the array (None: none).
+  uintptr_t producer_stream = 0;
+  try {
+    py::dict cai = obj.attr("__cuda_array_interface__");
+    if (cai.contains("stream") && !cai["stream"].is_none()) producer_stream = cai["stream"].cast<uintptr_t>();
+  } catch (const std::exception&) {
+    throw InvalidInputError(what + ": the __cuda_array_interface__ 'stream' must be an int or None");
+  }
+  // Without the CUDA runtime in the process there is no CUDA engine, and the
+  // input is refused by the engine's device check: nothing to wait for.
+  if (producer_stream != 0 && cuda::unavailable_reason().empty()) {
+    py::gil_scoped_release release;
+    cuda::synchronize(reinterpret_cast<void*>(producer_stream));
+  }
+  return view;
+}
 
 // Turns a numpy array into a view over its memory. Non-contiguous or byte-swapped
 // arrays are converted once (documented); everything else is used in place.
 // `expected` (when known) lets a string/object array meant for a non-string
 // tensor fail on its dtype before its elements are looked at.
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
-                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) {
+                         ElementType expected) {
   auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
       obj = held.array = py::array::ensure(obj);
+    } else if (py::hasattr(obj, "__dlpack_device__") || py::hasattr(obj, "__cuda_array_interface__")) {
+      return view_of_device_object(obj, kind, name, held, expected);
     } else {
       throw InvalidInputError(what() + ": expected a numpy.ndarray, got " + type_name(obj) +
                               " (wrap it with numpy.asarray(..., dtype=...))");
@@ -375,6 +501,92 @@ py::object to_python(Ort::Value& value, const std::shared_ptr<void>& owner) {
 py::object owned_to_python(Ort::Value&& value) {
   auto owner = std::make_shared<Ort::Value>(std::move(value));
   return to_python(*owner, owner);
+}
+
+// ---------------------------------------------------------------- Tensor ----
+
+// An output left where onnxruntime put it (host or device memory), exported
+// with DLPack (and __cuda_array_interface__ on CUDA) without a copy.
+struct PyTensor {
+  std::shared_ptr<void> owner;  // keeps the buffer alive
+  TensorView view;
+
+  py::tuple shape() const {
+    py::tuple t(view.shape.size());
+    for (size_t d = 0; d < view.shape.size(); ++d) t[d] = py::int_(view.shape[d]);
+    return t;
+  }
+  size_t nbytes() const { return checked_element_count(view.shape, element_size(view.type), "tensor") * element_size(view.type); }
+
+  py::object numpy() const {
+    if (view.device.is_cpu()) return numpy_view(view, nullptr, owner);
+    py::object dt = dtypes().dtype_of(view.type);
+    if (dt.is_none()) throw RunError(std::string("element type ") + element_type_name(view.type) + " has no numpy equivalent");
+    std::vector<py::ssize_t> dims(view.shape.begin(), view.shape.end());
+    py::array host(py::reinterpret_borrow<py::dtype>(dt), dims);
+    void* dst = host.mutable_data();
+    const size_t bytes = nbytes();
+    {
+      py::gil_scoped_release release;
+      cuda::copy_to_host(dst, view.data, bytes);
+    }
+    return std::move(host);
+  }
+
+  py::tuple dlpack_device() const {
+    const int type = view.device.is_cpu() ? static_cast<int>(dlpack::kCPU) : static_cast<int>(dlpack::kCUDA);
+    const int id = view.device.is_cpu() ? 0 : view.device.id;
+    return py::make_tuple(type, id);
+  }
+
+  // The stream argument needs no action: the run that made this tensor has
+  // finished on its stream before the tensor was handed out.
+  py::object dlpack(py::object stream, py::object max_version, py::object dl_device, py::object copy) const {
+    (void)stream;
+    (void)max_version;
+    if (!dl_device.is_none() && !dl_device.equal(dlpack_device()))
+      throw py::buffer_error("fastort tensor on " + view.device.str() + " cannot be exported to another device");
+    if (!copy.is_none() && copy.cast<bool>())
+      throw py::buffer_error("fastort tensors are exported without copies (copy=True is not supported)");
+    dlpack::ManagedTensor* managed = export_dlpack(view, owner);
+    PyObject* capsule = PyCapsule_New(managed, "dltensor", [](PyObject* cap) {
+      if (!PyCapsule_IsValid(cap, "dltensor")) return;  // consumed: the consumer calls the deleter
+      auto* m = static_cast<dlpack::ManagedTensor*>(PyCapsule_GetPointer(cap, "dltensor"));
+      if (m != nullptr && m->deleter != nullptr) m->deleter(m);
+    });
+    if (capsule == nullptr) {
+      managed->deleter(managed);
+      throw py::error_already_set();
+    }
+    return py::reinterpret_steal<py::object>(capsule);
+  }
+
+  py::dict cuda_array_interface() const {
+    if (view.device.is_cpu()) throw py::attribute_error("a fastort tensor in host memory has no __cuda_array_interface__");
+    py::dict d;
+    d["shape"] = shape();
+    d["typestr"] = dtypes().dtype_of(view.type).attr("str");
+    d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(view.data), false);
+    d["strides"] = py::none();
+    d["version"] = 3;
+    d["stream"] = py::none();  // ready: nothing to wait for
+    return d;
+  }
+
+  std::string repr() const {
+    return "<fastort.Tensor shape=" + shape_to_string(view.shape) + " dtype=" + element_type_name(view.type) +
+           " device=" + view.device.str() + ">";
+  }
+};
+
+// A tensor output as a PyTensor; other values (strings, sequences, maps) as run() gives them.
+py::object owned_to_tensor(Ort::Value&& value) {
+  auto owner = std::make_shared<Ort::Value>(std::move(value));
+  if (!owner->HasValue() || !owner->IsTensor()) return to_python(*owner, owner);
+  TensorView view = view_of(*owner);
+  if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING || element_size(view.type) == 0) return to_python(*owner, owner);
+  view.device = device_of(owner->GetConst());
+  return py::cast(PyTensor{owner, std::move(view)});
 }
 
 py::object slice_to_python(OutputSlice& slice) {
@@ -514,7 +726,7 @@ class PyEngine {
     std::vector<size_t> selected = select_outputs(outputs);
     std::vector<py::object> out_arrays(selected.size());
     std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
-    if (out_views.empty()) {
+    if (out_views.empty() && on_host(views)) {
       py::dict result;
       if (run_into_guess(views, selected, result)) return result;
     }
@@ -529,6 +741,27 @@ class PyEngine {
       result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : owned_to_python(std::move(results[k]));
     return result;
   }
+
+  // Runs unbatched and returns every tensor output as a Tensor left where
+  // onnxruntime put it: in device memory with `to_device` (CUDA engines), else
+  // in host memory. Device inputs are read in place.
+  py::dict run_tensors(py::handle inputs, py::handle outputs, bool to_device) const {
+    const size_t n = core().inputs().size();
+    std::vector<Held> held(n);
+    std::vector<TensorView> views(n);
+    parse_inputs(inputs, held, views);
+    std::vector<size_t> selected = select_outputs(outputs);
+    std::vector<Ort::Value> results;
+    {
+      py::gil_scoped_release release;
+      results = to_device ? pool_->run_to_device(views, selected) : pool_->run(views, selected);
+    }
+    py::dict result;
+    for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = owned_to_tensor(std::move(results[k]));
+    return result;
+  }
+
+  std::string device() const { return core().device().str(); }
 
   // Queues a request; `token` (a future) comes back from pop_completions().
   uint64_t submit(py::handle inputs, py::handle outputs, py::object token, double timeout_s, int priority) {
@@ -700,6 +933,12 @@ class PyEngine {
     guess_->shapes = std::move(shapes);
   }
 
+  static bool on_host(const std::vector<TensorView>& views) {
+    for (const auto& v : views)
+      if (!v.device.is_cpu()) return false;
+    return true;
+  }
+
   void require_batcher() const {
     if (!batcher_) throw Error("this engine has no request queue (internal: start_batcher was not called)");
   }
@@ -722,6 +961,16 @@ class PyEngine {
   py::dict run_queued(py::handle inputs, py::handle outputs, double timeout_s, int priority) const {
     auto held = std::make_shared<HeldInputs>();
     std::vector<size_t> selected = prepare(inputs, outputs, *held);
+    if (!on_host(held->views)) {  // the queue batches host rows: device inputs run on their own
+      std::vector<Ort::Value> results;
+      {
+        py::gil_scoped_release release;
+        results = pool_->run(held->views, selected);
+      }
+      py::dict result;
+      for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = owned_to_python(std::move(results[k]));
+      return result;
+    }
     auto waiter = std::make_shared<SyncWaiter>();
     Request request;
     request.inputs = held->views;
@@ -781,7 +1030,8 @@ class PyEngine {
         throw InvalidInputError(msg + " (model inputs: " + names_of(ins) + ")");
       }
     } else if (PyList_Check(inputs.ptr()) || PyTuple_Check(inputs.ptr()) ||
-               (n == 1 && py::isinstance<py::array>(inputs))) {
+               (n == 1 && (py::isinstance<py::array>(inputs) || py::hasattr(inputs, "__dlpack_device__") ||
+                           py::hasattr(inputs, "__cuda_array_interface__")))) {
       py::sequence seq = PyList_Check(inputs.ptr()) || PyTuple_Check(inputs.ptr())
                              ? py::reinterpret_borrow<py::sequence>(inputs)
                              : py::sequence(py::make_tuple(inputs));
@@ -862,6 +1112,8 @@ class PyEngine {
 SessionOptions make_options(const py::dict& o) {
   SessionOptions so;
   so.providers = o["providers"].cast<std::vector<std::string>>();
+  if (o.contains("provider_options"))
+    so.provider_options = o["provider_options"].cast<std::vector<std::vector<std::pair<std::string, std::string>>>>();
   so.intra_op_threads = o["intra_op_threads"].cast<int>();
   so.inter_op_threads = o["inter_op_threads"].cast<int>();
   so.use_global_thread_pools = o["use_global_thread_pools"].cast<bool>();
@@ -869,6 +1121,7 @@ SessionOptions make_options(const py::dict& o) {
   so.execution_mode = static_cast<ExecutionMode>(o["execution_mode"].cast<int>());
   so.log_level = o["log_level"].cast<int>();
   so.config = o["config"].cast<std::vector<std::pair<std::string, std::string>>>();
+  if (o.contains("pinned_staging_min_bytes")) so.pinned_staging_min_bytes = o["pinned_staging_min_bytes"].cast<size_t>();
   return so;
 }
 
@@ -919,6 +1172,14 @@ PYBIND11_MODULE(_core, m) {
         "Load libonnxruntime from `path` (once per process).");
   m.def("runtime_loaded", &Runtime::is_loaded);
   m.def("shared_weight_file", &shared_weight_file, py::arg("initializer"));
+  m.def(
+      "_bound_view",
+      [](py::handle obj) {  // for tests: what run() would hand onnxruntime for `obj`
+        Held held;
+        TensorView v = view_of_array(obj, "input", "x", held);
+        return py::make_tuple(reinterpret_cast<uintptr_t>(v.data), v.device.str(), v.shape);
+      },
+      py::arg("obj"));
   m.def("runtime_info", []() {
     RuntimeInfo info = Runtime::get().info();
     GlobalThreadOptions threads = Runtime::get().global_threads();
@@ -929,6 +1190,7 @@ PYBIND11_MODULE(_core, m) {
     d["providers"] = info.providers;
     d["global_intra_op_threads"] = threads.intra_op_threads;
     d["global_inter_op_threads"] = threads.inter_op_threads;
+    d["cuda_runtime"] = cuda::unavailable_reason().empty() ? std::string("loaded") : cuda::unavailable_reason();
     return d;
   });
   m.def(
@@ -937,6 +1199,24 @@ PYBIND11_MODULE(_core, m) {
         Runtime::get().configure_global_threads(GlobalThreadOptions{intra, inter, spinning});
       },
       py::arg("intra_op_threads"), py::arg("inter_op_threads"), py::arg("allow_spinning"));
+
+  py::class_<PyTensor>(m, "Tensor", "A tensor output left in onnxruntime's buffer (host or CUDA memory)")
+      .def_property_readonly("shape", &PyTensor::shape)
+      .def_property_readonly("dtype", [](const PyTensor& t) { return dtypes().dtype_of(t.view.type); })
+      .def_property_readonly("device", [](const PyTensor& t) { return t.view.device.str(); })
+      .def_property_readonly("data_ptr", [](const PyTensor& t) { return reinterpret_cast<uintptr_t>(t.view.data); })
+      .def_property_readonly("nbytes", &PyTensor::nbytes)
+      .def("numpy", &PyTensor::numpy, "A numpy array: over the same memory for host tensors, a copy for CUDA ones.")
+      .def("__array__", [](const PyTensor& t, py::object dtype, py::object copy) {
+            (void)copy;
+            py::object a = t.numpy();
+            return dtype.is_none() ? a : a.attr("astype")(dtype, py::arg("copy") = false);
+          }, py::arg("dtype") = py::none(), py::arg("copy") = py::none())
+      .def("__dlpack__", &PyTensor::dlpack, py::kw_only(), py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(), py::arg("copy") = py::none())
+      .def("__dlpack_device__", &PyTensor::dlpack_device)
+      .def_property_readonly("__cuda_array_interface__", &PyTensor::cuda_array_interface)
+      .def("__repr__", &PyTensor::repr);
 
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
       .def_static("open", &open_engine, py::arg("model"), py::arg("options"), py::arg("initializers") = py::list())
@@ -965,6 +1245,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("batch_axis"), py::arg("priority_levels"), py::arg("padding"), py::arg("route_runs"))
       .def("run", &PyEngine::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
            py::arg("timeout") = 0.0, py::arg("priority") = 0, "Run the model; returns a dict of output name -> value.")
+      .def("run_tensors", &PyEngine::run_tensors, py::arg("inputs"), py::arg("outputs") = py::none(),
+           py::arg("to_device") = false)
+      .def_property_readonly("device", &PyEngine::device)
       .def("submit", &PyEngine::submit, py::arg("inputs"), py::arg("outputs"), py::arg("token"),
            py::arg("timeout") = 0.0, py::arg("priority") = 0)
       .def("cancel", &PyEngine::cancel, py::arg("id"))

@@ -57,17 +57,33 @@ std::shared_ptr<SessionPool> SessionPool::open(const ModelSource& source, const 
   return pool;
 }
 
-std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-                                         const std::vector<TensorView>& out) const {
+size_t SessionPool::least_busy() const noexcept {
   size_t best = 0;
   for (size_t i = 1; i < sessions_.size(); ++i)
     if (in_flight_[i].load(std::memory_order_relaxed) < in_flight_[best].load(std::memory_order_relaxed)) best = i;
-  struct Count {
-    std::atomic<int>& n;
-    explicit Count(std::atomic<int>& c) : n(c) { n.fetch_add(1, std::memory_order_relaxed); }
-    ~Count() { n.fetch_sub(1, std::memory_order_relaxed); }
-  } count(in_flight_[best]);
+  return best;
+}
+
+namespace {
+struct Count {
+  std::atomic<int>& n;
+  explicit Count(std::atomic<int>& c) : n(c) { n.fetch_add(1, std::memory_order_relaxed); }
+  ~Count() { n.fetch_sub(1, std::memory_order_relaxed); }
+};
+}  // namespace
+
+std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
+                                         const std::vector<TensorView>& out) const {
+  const size_t best = least_busy();
+  Count count(in_flight_[best]);
   return sessions_[best]->run(inputs, outputs, out);
+}
+
+std::vector<Ort::Value> SessionPool::run_to_device(const std::vector<TensorView>& inputs,
+                                                   const std::vector<size_t>& outputs) const {
+  const size_t best = least_busy();
+  Count count(in_flight_[best]);
+  return sessions_[best]->run_to_device(inputs, outputs);
 }
 
 }  // namespace fastort

@@ -39,6 +39,10 @@ class SessionPool {
   std::vector<Ort::Value> run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs = {},
                               const std::vector<TensorView>& out = {}) const;
 
+  // Session::run_to_device on the least busy replica.
+  std::vector<Ort::Value> run_to_device(const std::vector<TensorView>& inputs,
+                                        const std::vector<size_t>& outputs = {}) const;
+
   struct Key {
    private:
     Key() = default;
@@ -47,6 +51,7 @@ class SessionPool {
   explicit SessionPool(Key, size_t replicas);
 
  private:
+  size_t least_busy() const noexcept;
   struct ContainerDeleter {
     void operator()(OrtPrepackedWeightsContainer* c) const noexcept;
   };

@@ -5,6 +5,7 @@
 #include <limits>
 #include <string_view>
 #include <functional>
+#include <unordered_map>
 
 #include "errors.h"
 #include "runtime.h"
@@ -24,13 +25,23 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
   so.SetExecutionMode(o.execution_mode);
   so.SetLogSeverityLevel(o.log_level);
   for (const auto& kv : o.config) so.AddConfigEntry(kv.first.c_str(), kv.second.c_str());
-  for (const auto& p : o.providers) {
+  static const std::vector<std::pair<std::string, std::string>> kNone;
+  for (size_t i = 0; i < o.providers.size(); ++i) {
+    const std::string& p = o.providers[i];
+    const auto& opts = i < o.provider_options.size() ? o.provider_options[i] : kNone;
+    std::vector<const char*> keys, values;
+    for (const auto& kv : opts) {
+      keys.push_back(kv.first.c_str());
+      values.push_back(kv.second.c_str());
+    }
     if (p == "CPUExecutionProvider") continue;  // always there, always last
     if (p == "CUDAExecutionProvider") {
       OrtCUDAProviderOptionsV2* cuda = nullptr;
       Ort::ThrowOnError(Ort::GetApi().CreateCUDAProviderOptions(&cuda));
       std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(Ort::GetApi().ReleaseCUDAProviderOptions)>
           guard(cuda, Ort::GetApi().ReleaseCUDAProviderOptions);
+      if (!keys.empty())
+        Ort::ThrowOnError(Ort::GetApi().UpdateCUDAProviderOptions(cuda, keys.data(), values.data(), keys.size()));
       so.AppendExecutionProvider_CUDA_V2(*cuda);
       continue;
     }
@@ -39,13 +50,16 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
       Ort::ThrowOnError(Ort::GetApi().CreateTensorRTProviderOptions(&trt));
       std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(Ort::GetApi().ReleaseTensorRTProviderOptions)>
           guard(trt, Ort::GetApi().ReleaseTensorRTProviderOptions);
+      if (!keys.empty())
+        Ort::ThrowOnError(Ort::GetApi().UpdateTensorRTProviderOptions(trt, keys.data(), values.data(), keys.size()));
       so.AppendExecutionProvider_TensorRT_V2(*trt);
       continue;
     }
+    std::unordered_map<std::string, std::string> generic(opts.begin(), opts.end());
     // onnxruntime knows the others by their full names ("XnnpackExecutionProvider");
     // runtimes that predate those take a short one, tried second.
     try {
-      so.AppendExecutionProvider(p, {});
+      so.AppendExecutionProvider(p, generic);
     } catch (const Ort::Exception& first) {
       std::string name = p;
       const std::string suffix = "ExecutionProvider";
@@ -53,7 +67,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
         name.resize(name.size() - suffix.size());
       if (name == p) throw;
       try {
-        so.AppendExecutionProvider(name, {});
+        so.AppendExecutionProvider(name, generic);
       } catch (const Ort::Exception&) {
         throw first;
       }
@@ -65,7 +79,9 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
 template <typename Open>
 std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const SharedState& shared,
                               const std::string& what) {
-  Runtime::get();
+  // The environment (and onnxruntime's default logger) must exist before a
+  // provider library is loaded by make_options().
+  Runtime::get().env();
   try {
     Ort::SessionOptions so = make_options(options);
     if (!shared.initializers.empty()) {
@@ -85,7 +101,7 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
       }
       so.AddExternalInitializersFromFilesInMemory(files, buffers, lengths);
     }
-    return std::make_shared<Session>(Session::Key{}, open_fn(so));
+    return std::make_shared<Session>(Session::Key{}, open_fn(so), options);
   } catch (const Ort::Exception& e) {
     throw ModelLoadError("cannot load " + what + ": " + e.what());
   }
@@ -128,7 +144,25 @@ std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, cons
               options, shared, label);
 }
 
-Session::Session(Key, Ort::Session session) : session_(std::move(session)) {
+Session::Session(Key, Ort::Session session, const SessionOptions& options) : session_(std::move(session)) {
+  for (size_t i = 0; i < options.providers.size(); ++i) {
+    provider_names_ += (provider_names_.empty() ? "" : ", ") + options.providers[i];
+    if (options.providers[i] != "CUDAExecutionProvider" || !device_.is_cpu()) continue;
+    device_ = Device{DeviceType::Cuda, 0};
+    if (i < options.provider_options.size())
+      for (const auto& kv : options.provider_options[i])
+        if (kv.first == "device_id") device_.id = std::stoi(kv.second);
+    device_memory_ = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, device_.id, OrtMemTypeDefault);
+  }
+  if (!device_.is_cpu() && options.pinned_staging_min_bytes > 0) {
+    try {
+      pinned_memory_ = Ort::MemoryInfo("CudaPinned", OrtDeviceAllocator, 0, OrtMemTypeCPUOutput);
+      pinned_ = std::make_unique<Ort::Allocator>(session_, pinned_memory_);
+      pinned_min_bytes_ = options.pinned_staging_min_bytes;
+    } catch (const Ort::Exception&) {
+      pinned_.reset();  // no pinned allocator in this runtime: onnxruntime copies from pageable memory
+    }
+  }
   Ort::AllocatorWithDefaultOptions alloc;
   const size_t n_in = session_.GetInputCount();
   const size_t n_out = session_.GetOutputCount();
@@ -208,6 +242,17 @@ void Session::check_output_buffer(size_t index, const TensorView& view) const {
   check_fit(io, view, "output buffer for");
 }
 
+const OrtMemoryInfo* Session::device_memory(const TensorView& view, const char* kind, const std::string& name) const {
+  if (device_.is_cpu())
+    throw InvalidInputError(label(kind, name) + " is on " + view.device.str() + ", but this engine runs on the CPU (" +
+                            provider_names_ + "): pass host data (e.g. numpy), or open the engine with the CUDA "
+                            "provider (providers=['cuda', 'cpu'])");
+  if (view.device.id >= 0 && view.device.id != device_.id)
+    throw InvalidInputError(label(kind, name) + " is on " + view.device.str() + ", but this engine runs on " +
+                            device_.str() + ": move it there first (e.g. tensor.to('" + device_.str() + "'))");
+  return device_memory_;
+}
+
 Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::string& name) const {
   const Runtime& rt = Runtime::get();
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
@@ -227,7 +272,61 @@ Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::st
   static char empty_buffer[16];  // onnxruntime refuses a null buffer, even for 0 elements
   void* data = view.data != nullptr ? view.data : (bytes == 0 ? empty_buffer : nullptr);
   if (data == nullptr) throw InvalidInputError(label(kind, name) + ": no data buffer");
+  if (!view.device.is_cpu()) return Ort::Value::CreateTensor(device_memory(view, kind, name), data, bytes,
+                                                             view.shape.data(), view.shape.size(), view.type);
   return Ort::Value::CreateTensor(rt.cpu_memory(), data, bytes, view.shape.data(), view.shape.size(), view.type);
+}
+
+std::vector<Ort::Value> Session::input_values(const std::vector<TensorView>& inputs,
+                                              std::vector<Ort::MemoryAllocation>& staged) const {
+  std::vector<Ort::Value> in_values;
+  in_values.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorView& v = inputs[i];
+    check_input(i, v);
+    if (pinned_ && v.device.is_cpu() && v.data != nullptr && v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+      const size_t item = element_size(v.type);
+      const size_t bytes = item == 0 ? 0 : element_count(v, item, "input", inputs_[i].name) * item;
+      if (bytes >= pinned_min_bytes_) {
+        staged.push_back(pinned_->GetAllocation(bytes));
+        std::memcpy(staged.back().get(), v.data, bytes);
+        in_values.push_back(Ort::Value::CreateTensor(pinned_memory_, staged.back().get(), bytes, v.shape.data(),
+                                                     v.shape.size(), v.type));
+        continue;
+      }
+    }
+    in_values.push_back(wrap(v, "input", inputs_[i].name));
+  }
+  return in_values;
+}
+
+std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& inputs,
+                                              const std::vector<size_t>& outputs) const {
+  if (inputs.size() != inputs_.size())
+    throw InvalidInputError("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
+                            std::to_string(inputs.size()));
+  try {
+    Ort::IoBinding binding(session_);
+    std::vector<Ort::MemoryAllocation> staged;  // pinned copies: freed after the run
+    std::vector<Ort::Value> in_values = input_values(inputs, staged);
+    for (size_t i = 0; i < inputs.size(); ++i) binding.BindInput(input_names_[i], in_values[i]);
+    const OrtMemoryInfo* where = device_.is_cpu() ? Runtime::get().cpu_memory() : static_cast<const OrtMemoryInfo*>(device_memory_);
+    const size_t n = outputs.empty() ? outputs_.size() : outputs.size();
+    for (size_t k = 0; k < n; ++k) {
+      const size_t idx = outputs.empty() ? k : outputs[k];
+      if (idx >= outputs_.size()) throw InvalidInputError("output index " + std::to_string(idx) + " out of range");
+      // Non-tensor outputs (sequences, maps) and strings are produced on the host.
+      const bool host = outputs_[idx].kind != ValueKind::Tensor || outputs_[idx].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING;
+      binding.BindOutput(output_names_[idx], host ? Runtime::get().cpu_memory() : where);
+    }
+    // Run() waits for this session's own CUDA stream at its end (onnxruntime's
+    // default), so the outputs are ready when it returns; nothing waits on the
+    // whole device.
+    session_.Run(Ort::RunOptions{nullptr}, binding);
+    return binding.GetOutputValues();
+  } catch (const Ort::Exception& e) {
+    rethrow_run_error(e);
+  }
 }
 
 std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
@@ -236,12 +335,8 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
     throw InvalidInputError("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
                             std::to_string(inputs.size()));
   try {
-    std::vector<Ort::Value> in_values;
-    in_values.reserve(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      check_input(i, inputs[i]);
-      in_values.push_back(wrap(inputs[i], "input", inputs_[i].name));
-    }
+    std::vector<Ort::MemoryAllocation> staged;  // pinned copies (CUDA sessions): freed after the run
+    std::vector<Ort::Value> in_values = input_values(inputs, staged);
 
     std::vector<const char*> selected_names;
     const std::vector<const char*>& out_names = outputs.empty() ? output_names_ : selected_names;

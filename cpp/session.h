@@ -17,6 +17,12 @@ namespace fastort {
 struct SessionOptions {
   // onnxruntime provider names in priority order ("CPUExecutionProvider", ...).
   std::vector<std::string> providers{"CPUExecutionProvider"};
+  // Options of each provider (empty, or one list per entry of `providers`):
+  // CUDA's go through UpdateCUDAProviderOptions ("device_id", "gpu_mem_limit",
+  // "arena_extend_strategy", "cudnn_conv_algo_search", "enable_cuda_graph",
+  // "use_tf32", ...), TensorRT's through UpdateTensorRTProviderOptions, the
+  // others' to AppendExecutionProvider as they are.
+  std::vector<std::vector<std::pair<std::string, std::string>>> provider_options;
   int intra_op_threads = 0;  // 0: onnxruntime's default (one per core)
   // Run on onnxruntime's process-wide pools (Runtime::configure_global_threads)
   // instead of pools of this session's own; the thread counts above are then unused.
@@ -25,6 +31,11 @@ struct SessionOptions {
   GraphOptimizationLevel graph_optimization = ORT_ENABLE_ALL;
   ExecutionMode execution_mode = ORT_SEQUENTIAL;
   int log_level = ORT_LOGGING_LEVEL_WARNING;
+  // CUDA sessions: copy host inputs of at least this many bytes into pinned
+  // (page-locked) memory from onnxruntime's "CudaPinned" allocator before the
+  // run, so that onnxruntime's host-to-device copy is a DMA transfer. 0: off.
+  // Silently off when the runtime offers no pinned allocator.
+  size_t pinned_staging_min_bytes = 64 * 1024;
   // Extra session config entries (onnxruntime_session_options_config_keys.h).
   std::vector<std::pair<std::string, std::string>> config;
 };
@@ -76,6 +87,17 @@ class Session {
                               const std::vector<size_t>& outputs = {},
                               const std::vector<TensorView>& out = {}) const;
 
+  // Same, with every output left where the model's provider puts it (device
+  // memory for a CUDA session), through an IoBinding. Thread-safe.
+  std::vector<Ort::Value> run_to_device(const std::vector<TensorView>& inputs,
+                                        const std::vector<size_t>& outputs = {}) const;
+
+  // Where this session runs: CUDA (with its device id) when it was opened with
+  // the CUDA provider, else the CPU. Each CUDA session (one per replica) has a
+  // CUDA provider instance, and so a compute stream, of its own.
+  Device device() const noexcept { return device_; }
+  const std::string& provider_names() const noexcept { return provider_names_; }
+
   Ort::Session& ort() noexcept { return session_; }
 
   struct Key {  // only open_*() construct sessions
@@ -83,16 +105,30 @@ class Session {
     Key() = default;
     friend class Session;
   };
-  Session(Key, Ort::Session session);
+  Session(Key, Ort::Session session, const SessionOptions& options);
 
  private:
   Ort::Value wrap(const TensorView& view, const char* kind, const std::string& name) const;
+  // The memory info for a device view; throws InvalidInputError when the view's
+  // device is not this session's.
+  const OrtMemoryInfo* device_memory(const TensorView& view, const char* kind, const std::string& name) const;
 
   mutable Ort::Session session_;  // Run() is thread-safe in onnxruntime
   std::vector<IOInfo> inputs_;
   std::vector<IOInfo> outputs_;
   std::vector<const char*> input_names_;   // point into inputs_[i].name
   std::vector<const char*> output_names_;  // point into outputs_[i].name
+  Device device_;
+  std::string provider_names_;
+  Ort::MemoryInfo device_memory_{nullptr};  // CUDA sessions: "Cuda" memory of device_.id
+  // CUDA sessions with pinned staging: onnxruntime's pinned host allocator (null when off).
+  Ort::MemoryInfo pinned_memory_{nullptr};
+  std::unique_ptr<Ort::Allocator> pinned_;
+  size_t pinned_min_bytes_ = 0;
+  // Inputs as onnxruntime values: views over the caller's buffers, or (pinned
+  // staging) over copies in `staged`, which must outlive the run.
+  std::vector<Ort::Value> input_values(const std::vector<TensorView>& inputs,
+                                       std::vector<Ort::MemoryAllocation>& staged) const;
 };
 
 }  // namespace fastort

@@ -98,6 +98,11 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
   return count;
 }
 
+std::string Device::str() const {
+  if (type == DeviceType::Cpu) return "cpu";
+  return id < 0 ? std::string("cuda") : "cuda:" + std::to_string(id);
+}
+
 std::string shape_to_string(const std::vector<int64_t>& shape) {
   std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) {

@@ -27,6 +27,18 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
 // "(2, 3)" / "()" for messages.
 std::string shape_to_string(const std::vector<int64_t>& shape);
 
+// Where a tensor's buffer lives. CUDA ids of -1 mean "not known: the engine's device"
+// (a __cuda_array_interface__ producer names no device).
+enum class DeviceType : int { Cpu = 0, Cuda = 1 };
+struct Device {
+  DeviceType type = DeviceType::Cpu;
+  int id = 0;
+  bool is_cpu() const noexcept { return type == DeviceType::Cpu; }
+  bool operator==(const Device& o) const noexcept { return type == o.type && id == o.id; }
+  bool operator!=(const Device& o) const noexcept { return !(*this == o); }
+  std::string str() const;  // "cpu", "cuda:0"
+};
+
 // A tensor the caller owns: a typed buffer, or (for strings) one UTF-8 string
 // per element. Typed buffers are handed to onnxruntime as they are, never copied.
 struct TensorView {
@@ -34,6 +46,7 @@ struct TensorView {
   void* data = nullptr;                         // element buffer, C-contiguous
   const std::string_view* strings = nullptr;    // string tensors: one view per element
   std::vector<int64_t> shape;
+  Device device;                                // host memory unless said otherwise
 };
 
 // What kind of value an input or output is.

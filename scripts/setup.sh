@@ -5,6 +5,7 @@
 #
 # Env: PYTHON   the interpreter for the venv (default: python3)
 #      FASTORT_EXTRAS  extras to install (default: test,torch,sklearn,tf,prepare)
+#      FASTORT_FETCH_GPU_RUNTIME=0  don't fetch onnxruntime-gpu's libraries for the fallback test
 #      FASTORT_SKIP_APT=1  never call apt-get (you installed the compilers yourself)
 set -euo pipefail
 
@@ -62,3 +63,10 @@ esac
 echo "== building fastort [$extras]"
 .venv/bin/python -m pip install -q --no-build-isolation ".[$extras]"
 .venv/bin/python -c 'import fastort; i = fastort.runtime_info(); print("fastort", fastort.__version__, "on onnxruntime", i["version"], "providers", i["providers"])'
+
+# 5. For the tests: the libraries of an onnxruntime-gpu wheel, unpacked aside
+#    (never installed), so that the CUDA fallback is tested on machines without a
+#    GPU. FASTORT_FETCH_GPU_RUNTIME=0 skips it (that one test then skips).
+if [ "${FASTORT_FETCH_GPU_RUNTIME:-1}" != 0 ]; then
+  bash scripts/fetch_ort_gpu.sh
+fi

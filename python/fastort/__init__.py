@@ -34,6 +34,7 @@ from .errors import (
     PackageIntegrityError,
 )
 from ._runtime import configure_global_threads, runtime_info
+from ._core import Tensor
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "IOSpec",
     "BatchConfig",
     "runtime_info",
+    "Tensor",
     "configure_global_threads",
     "FastortError",
     "RuntimeLoadError",

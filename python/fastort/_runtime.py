@@ -80,15 +80,78 @@ def load() -> None:
         _core.load_runtime(find_library())
 
 
-def runtime_info() -> Dict[str, Any]:
+def runtime_info(probe: bool = True) -> Dict[str, Any]:
     """What fastort runs on.
 
     Returns a dict with ``version`` (onnxruntime's), ``api_version`` (the C API
-    version fastort was compiled against), ``library_path`` and ``providers``
-    (the execution providers this runtime offers, in onnxruntime's names).
+    version fastort was compiled against), ``library_path``, ``providers`` (the
+    execution providers this runtime offers, in onnxruntime's names), and
+    ``provider_status``: for the CPU and CUDA providers and every offered one,
+    ``{"available": bool, "reason": str}``, where ``reason`` says why one cannot
+    be used ("" when it can). With ``probe`` (the default), an offered CUDA
+    provider is tried once per process on a tiny model, so that missing CUDA
+    libraries or a missing GPU show up here.
     """
     load()
-    return dict(_core.runtime_info())
+    info = dict(_core.runtime_info())
+    from . import _providers as prov
+
+    status: Dict[str, Dict[str, Any]] = {}
+    for name in dict.fromkeys(["CPUExecutionProvider", prov.CUDA] + list(info["providers"])):
+        if name not in info["providers"]:
+            status[name] = {"available": False,
+                            "reason": prov.missing_reason(name, info["version"], info["providers"])}
+        elif name == prov.CUDA and probe:
+            preload_cuda_libraries()
+            why = prov.probe(name, _open_probe, info["library_path"])
+            status[name] = {"available": not why, "reason": why}
+        else:
+            status[name] = {"available": True, "reason": ""}  # offered (CUDA: not probed when probe=False)
+    info["provider_status"] = status
+    return info
+
+
+_cuda_preloaded = False
+
+
+def preload_cuda_libraries() -> None:
+    """Makes the NVIDIA libraries that ``onnxruntime-gpu[cuda,cudnn]`` installs
+    from PyPI findable by onnxruntime's CUDA provider. fastort loads
+    libonnxruntime without importing the ``onnxruntime`` module, whose import
+    normally does this; here its documented ``onnxruntime.preload_dlls()`` is
+    called once, before the first CUDA session. Does nothing for a CPU runtime,
+    with ``FASTORT_PRELOAD_CUDA=0``, or when the module is not there."""
+    global _cuda_preloaded
+    if _cuda_preloaded or os.environ.get("FASTORT_PRELOAD_CUDA", "1") == "0":
+        return
+    _cuda_preloaded = True
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    try:
+        import onnxruntime
+
+        preload = getattr(onnxruntime, "preload_dlls", None)
+        if preload is not None:
+            preload()
+    except Exception:  # pragma: no cover - best effort: the provider then reports what is missing
+        pass
+
+
+def _open_probe(provider: str) -> None:
+    """Opens a one-node model with ``provider`` only (no fallback); raises on failure."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = {"providers": [provider, "CPUExecutionProvider"], "provider_options": [[], []],
+               "intra_op_threads": 1, "inter_op_threads": 1, "use_global_thread_pools": False,
+               "graph_optimization": 0, "execution_mode": 0, "log_level": 3, "config": [],
+               "replicas": 1, "share_weights": False}
+    _core.Engine.open(model.SerializeToString(), options, [])
 
 
 def configure_global_threads(

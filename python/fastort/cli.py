@@ -117,6 +117,8 @@ def _info(argv: List[str]) -> int:
             print(f"onnxruntime {info['version']} (fastort compiled against C API {info['api_version']})")
             print(f"library     {info['library_path']}")
             print(f"providers   {', '.join(info['providers'])}")
+            for name, status in info["provider_status"].items():
+                print(f"  {name}: {'available' if status['available'] else 'unavailable: ' + status['reason']}")
         return 0
     info = describe_model(args.model, providers=args.providers.split(","))
     if args.json:

@@ -38,6 +38,7 @@ from typing import (
 import numpy as np
 
 from . import _core, _runtime
+from . import _providers as _prov
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
@@ -53,17 +54,11 @@ ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "onnx.M
 Dim = Union[int, str, None]
 Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
 
-#: Short provider names accepted next to onnxruntime's full ones.
-PROVIDER_ALIASES: Dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "dnnl": "DnnlExecutionProvider",
-    "xnnpack": "XnnpackExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
+PROVIDER_ALIASES = _prov.PROVIDER_ALIASES
+OUTPUT_DEVICES = ("cpu", "cuda")
+#: Host inputs of CUDA engines at least this large are staged through pinned memory.
+PINNED_STAGING_MIN_BYTES = 64 * 1024
+OUTPUT_FORMATS = ("numpy", "dlpack", "torch", "cupy")
 
 GRAPH_OPTIMIZATION_LEVELS: Dict[str, int] = {"disable": 0, "basic": 1, "extended": 2, "layout": 3, "all": 99}
 EXECUTION_MODES: Dict[str, int] = {"sequential": 0, "parallel": 1}
@@ -97,46 +92,29 @@ def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
     raise ConfigError(f"{what} must be one of {sorted(table)}, got {value!r}")
 
 
-def _provider_hint(name: str) -> str:
-    if name == "CUDAExecutionProvider":
-        return "; install a CUDA-enabled runtime with `pip install onnxruntime-gpu` (in place of onnxruntime)"
-    return ""
-
-
-def _providers(providers: Union[str, Iterable[str]], strict: bool) -> list:
-    """onnxruntime provider names for ``providers``. One this runtime lacks is
-    skipped with a warning that says why (an error with ``strict``); the CPU
-    provider, which every runtime has, always comes last."""
-    if isinstance(providers, str):
-        providers = [providers]
+def _providers(providers: Any, strict: bool) -> Tuple[List[str], List[List[Tuple[str, str]]]]:
+    """onnxruntime provider names and options for ``providers``. One this runtime
+    lacks is skipped with a warning that says why (an error with ``strict``); the
+    CPU provider, which every runtime has, always comes last."""
+    parsed = _prov.parse(providers)
+    info = _runtime.runtime_info(probe=False)
     names: List[str] = []
-    for p in providers:
-        if not isinstance(p, str):
-            raise ConfigError(f"providers must be names (str), got {type(p).__name__}")
-        name = PROVIDER_ALIASES.get(p.lower(), p)
-        if name not in PROVIDER_ALIASES.values() and not name.endswith("ExecutionProvider"):
-            raise ConfigError(
-                f"unknown execution provider {p!r}: use a short name ({', '.join(PROVIDER_ALIASES)}) "
-                "or onnxruntime's full name (e.g. 'CUDAExecutionProvider')"
-            )
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ConfigError("providers is empty: give at least one, e.g. ('cpu',)")
-    info = _runtime.runtime_info()
-    chosen = []
-    for name in names:
+    options: List[List[Tuple[str, str]]] = []
+    for name, opts in parsed:
         if name in info["providers"]:
-            chosen.append(name)
+            if name == _prov.CUDA:
+                _runtime.preload_cuda_libraries()
+            names.append(name)
+            options.append(opts)
             continue
-        reason = (f"execution provider {name!r} is not available in onnxruntime {info['version']} "
-                  f"(it offers {', '.join(info['providers'])}){_provider_hint(name)}")
+        reason = _prov.missing_reason(name, info["version"], info["providers"])
         if strict:
             raise ConfigError(reason)
         warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=4)
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+    if "CPUExecutionProvider" not in names:
+        names.append("CPUExecutionProvider")
+        options.append([])
+    return names, options
 
 
 #: Most threads a pool may have (onnxruntime takes the count as a C int).
@@ -209,7 +187,18 @@ class Engine:
             package directory made by :func:`fastort.package.package` or
             ``fastort prepare`` (its files' hashes are checked first).
         providers: execution providers in priority order; short names
-            (``"cpu"``, ``"cuda"``) or onnxruntime's (``"CPUExecutionProvider"``).
+            (``"cpu"``, ``"cuda"``), onnxruntime's (``"CPUExecutionProvider"``), or
+            ``(name, options)`` tuples, e.g. ``("cuda", {"device_id": 0,
+            "gpu_mem_limit": 2 << 30, "arena_extend_strategy": "kSameAsRequested",
+            "cudnn_conv_algo_search": "HEURISTIC", "enable_cuda_graph": False,
+            "use_tf32": True})``. See docs/GPU.md.
+        output_device: where :meth:`run` leaves outputs when it returns tensors
+            (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"`` (the
+            engine's GPU; needs the CUDA provider). With ``"cuda"`` the default
+            output format becomes ``"dlpack"``.
+        pinned_staging: CUDA engines copy host inputs of 64 KiB or more into
+            onnxruntime's pinned host memory before the run, so that the copy to
+            the GPU is a DMA transfer (off where the runtime has no pinned allocator).
         intra_op_threads: threads inside one operator, per replica (0: onnxruntime's
             default of one per core; with several replicas, cores / replicas).
         inter_op_threads: threads across operators in parallel mode (0: default).
@@ -241,7 +230,7 @@ class Engine:
         self,
         model: ModelLike,
         *,
-        providers: Union[str, Sequence[str]] = ("cpu",),
+        providers: Union[str, Sequence[Any]] = ("cpu",),
         intra_op_threads: Optional[int] = 0,
         inter_op_threads: Optional[int] = 0,
         graph_optimization: Union[str, int] = "all",
@@ -260,6 +249,8 @@ class Engine:
         priority_levels: int = 1,
         padding: Optional[Mapping[str, Mapping[int, float]]] = None,
         batching: Optional[BatchConfig] = None,
+        output_device: str = "cpu",
+        pinned_staging: bool = True,
         use_package_settings: bool = True,
     ) -> None:
         self._lock = threading.Lock()
@@ -283,8 +274,14 @@ class Engine:
         intra = _threads(intra_op_threads, "intra_op_threads")
         if intra == 0 and replicas > 1 and not use_global_thread_pool:
             intra = max(1, (os.cpu_count() or 1) // replicas)
+        if output_device not in OUTPUT_DEVICES:
+            raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {output_device!r}")
+        provider_names, provider_options = _providers(providers, strict_providers)
+        if output_device == "cuda" and _prov.CUDA not in [n for n, _ in _prov.parse(providers)]:
+            raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
         options: Dict[str, Any] = {
-            "providers": _providers(providers, strict_providers),
+            "providers": provider_names,
+            "provider_options": provider_options,
             "intra_op_threads": intra,
             "inter_op_threads": _threads(inter_op_threads, "inter_op_threads"),
             "use_global_thread_pools": bool(use_global_thread_pool),
@@ -294,6 +291,7 @@ class Engine:
             "config": config,
             "replicas": replicas,
             "share_weights": bool(share_weights),
+            "pinned_staging_min_bytes": PINNED_STAGING_MIN_BYTES if pinned_staging else 0,
         }
         if batching is None and max_batch_size is not None:
             batching = BatchConfig(
@@ -332,12 +330,17 @@ class Engine:
             core = _core.Engine.open(source, options, weights)
         except ModelLoadError as e:
             accelerators = [p for p in options["providers"] if p != "CPUExecutionProvider"]
-            if strict_providers or not accelerators:
+            if not accelerators:
                 raise
             # e.g. onnxruntime-gpu without a GPU or without its CUDA libraries
+            library = _runtime.runtime_info(probe=False)["library_path"]
+            reason = "; ".join(_prov.explain_load_failure(p, str(e), library) for p in accelerators)
+            if strict_providers:
+                raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
             options["providers"] = ["CPUExecutionProvider"]
+            options["provider_options"] = [[]]
             core = _core.Engine.open(source, options, weights)
-            warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({e}); running on CPU",
+            warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
                           RuntimeWarning, stacklevel=2)
         del weights
         release_pages(self._weights_mapping)
@@ -347,6 +350,15 @@ class Engine:
         self.providers: Tuple[str, ...] = tuple(options["providers"])
         self.replicas: int = replicas
         self.batch_config: Optional[BatchConfig] = batching
+        #: Where the model runs: "cpu" or "cuda:N".
+        self.device: str = core.device
+        self._device_out = output_device == "cuda" and self.device != "cpu"
+        if output_device == "cuda" and not self._device_out:
+            warnings.warn("fastort: output_device='cuda' but the engine runs on the CPU; outputs stay in host memory",
+                          RuntimeWarning, stacklevel=2)
+        self.output_device: str = "cuda" if self._device_out else "cpu"
+        if self._device_out:  # run() leaves tensors on the device by default (no cost to other engines)
+            self.__class__ = _DeviceOutEngine
         _live_engines.add(self)
         if batching is not None:
             self._start_queue(batching, route_runs=True)
@@ -367,6 +379,7 @@ class Engine:
         out: Optional[Mapping[str, np.ndarray]] = None,
         timeout: Optional[float] = None,
         priority: int = 0,
+        output_format: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Run the model once and wait for the result.
 
@@ -383,6 +396,18 @@ class Engine:
             timeout: seconds the request may wait in the batching queue before
                 it fails with RequestTimeoutError (batching engines only).
             priority: the request's priority level, 0 most urgent (batching only).
+            output_format: ``"numpy"`` (host arrays; the default unless the
+                engine was made with ``output_device="cuda"``), ``"dlpack"``
+                (:class:`fastort.Tensor` objects left in onnxruntime's buffers, on
+                the engine's ``output_device``, exported with ``__dlpack__`` and on
+                CUDA ``__cuda_array_interface__``), ``"torch"`` or ``"cupy"``
+                (those tensors handed to ``torch.from_dlpack`` / ``cupy.from_dlpack``:
+                no copy). Tensor formats run unbatched.
+
+        Inputs may also be any DLPack producer (torch and CuPy tensors, JAX
+        arrays...) or ``__cuda_array_interface__`` object: host tensors are read
+        in place like numpy arrays; CUDA tensors in place on the device (CUDA
+        engines only, on the engine's device).
 
         Returns:
             A dict of output name -> value, in the model's output order (or the
@@ -393,7 +418,24 @@ class Engine:
         core = self._core
         if core is None:
             raise EngineClosedError(f"engine for {self._source} is closed")
-        return core.run(inputs, outputs, out, timeout or 0.0, priority)
+        if output_format is None:  # the fast path: numpy out (output_device="cuda" engines override run)
+            return core.run(inputs, outputs, out, timeout or 0.0, priority)
+        return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format)
+
+    def _run_formatted(self, core: "_core.Engine", inputs: Inputs, outputs: Optional[Sequence[str]],
+                       out: Optional[Mapping[str, np.ndarray]], timeout: Optional[float], priority: int,
+                       fmt: str) -> Dict[str, Any]:
+        if fmt == "numpy":
+            return core.run(inputs, outputs, out, timeout or 0.0, priority)
+        if fmt not in OUTPUT_FORMATS:
+            raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+        if out is not None:
+            raise ConfigError("out= buffers are numpy arrays: use output_format='numpy' with out=")
+        result = core.run_tensors(inputs, outputs, self._device_out)
+        if fmt == "dlpack":
+            return result
+        convert = _from_dlpack(fmt)
+        return {k: convert(v) if isinstance(v, _core.Tensor) else v for k, v in result.items()}
 
     def submit(
         self,
@@ -583,6 +625,26 @@ class Engine:
         self._completion_thread = thread
 
 
+class _DeviceOutEngine(Engine):
+    """An Engine made with output_device="cuda" (see Engine.__init__)."""
+
+    def run(  # type: ignore[override]
+        self,
+        inputs: Inputs,
+        *,
+        outputs: Optional[Sequence[str]] = None,
+        out: Optional[Mapping[str, np.ndarray]] = None,
+        timeout: Optional[float] = None,
+        priority: int = 0,
+        output_format: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """:meth:`run` of an engine made with output_device="cuda": tensors stay on the device."""
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format or "dlpack")
+
+
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
 #: threads, so that no thread is left waiting inside the native core.
 _live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
@@ -602,6 +664,17 @@ def _close_all_engines() -> None:
             engine.close(drain=False)
         except Exception:  # pragma: no cover - best effort at exit
             pass
+
+
+def _from_dlpack(fmt: str) -> Any:
+    """torch.from_dlpack or cupy.from_dlpack, imported on first use."""
+    import importlib
+
+    try:
+        module = importlib.import_module("torch" if fmt == "torch" else "cupy")
+    except ImportError:
+        raise ConfigError(f"output_format={fmt!r} needs the {fmt} package, which is not installed") from None
+    return module.from_dlpack
 
 
 def _spec_str(spec: IOSpec) -> str:
