@@ -35,14 +35,14 @@ namespace {
 // The Python classes of fastort.errors, handed over once at import. Plain
 // handles holding a reference each: they must outlive the interpreter's teardown.
 struct ErrorTypes {
-  py::handle base, runtime_load, model_load, invalid_input, run, queue_full, timeout, closed;
+  py::handle base, runtime_load, model_load, invalid_input, too_large, run, queue_full, timeout, closed;
 };
 ErrorTypes g_errors;
 
 void set_error_types(const py::dict& types) {
   auto get = [&](const char* key) { return py::object(types[key]).release(); };
-  g_errors = {get("base"),      get("runtime_load"), get("model_load"), get("invalid_input"),
-              get("run"),       get("queue_full"),   get("timeout"),    get("closed")};
+  g_errors = {get("base"),       get("runtime_load"), get("model_load"), get("invalid_input"), get("too_large"),
+              get("run"),        get("queue_full"),   get("timeout"),    get("closed")};
 }
 
 // The Python class and message for a C++ exception.
@@ -50,6 +50,8 @@ std::pair<PyObject*, std::string> python_error(std::exception_ptr p) {
   auto pick = [](py::handle type, PyObject* fallback) { return type ? type.ptr() : fallback; };
   try {
     std::rethrow_exception(p);
+  } catch (const RequestTooLargeError& e) {
+    return {pick(g_errors.too_large, PyExc_ValueError), e.what()};
   } catch (const InvalidInputError& e) {
     return {pick(g_errors.invalid_input, PyExc_ValueError), e.what()};
   } catch (const ModelLoadError& e) {
@@ -236,12 +238,25 @@ struct Held {
   std::vector<std::string_view> views;
 };
 
+// What a request's inputs may still take of max_request_bytes; checked while
+// parsing, before an input is copied (non-contiguous) or its strings encoded.
+struct Budget {
+  size_t max_bytes = 0;  // 0: no bound
+  size_t used = 0;
+  void take(size_t bytes, const std::string& what) {
+    if (max_bytes == 0) return;
+    if (__builtin_add_overflow(used, bytes, &used) || used > max_bytes)
+      throw RequestTooLargeError(what + " brings the request to more than max_request_bytes=" +
+                                 std::to_string(max_bytes) + " bytes");
+  }
+};
+
 // Turns a numpy array into a view over its memory. Non-contiguous or byte-swapped
 // arrays are converted once (documented); everything else is used in place.
 // `expected` (when known) lets a string/object array meant for a non-string
 // tensor fail on its dtype before its elements are looked at.
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
-                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED) {
+                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED, Budget* budget = nullptr) {
   auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
@@ -264,9 +279,18 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
 
   const char order = dt.byteorder();
   const bool swapped = order == '>' && dt.itemsize() > 1;  // this is little-endian-only code
-  if (view.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING &&
-      (swapped || !(arr.flags() & py::array::c_style))) {
-    arr = py::module_::import("numpy").attr("ascontiguousarray")(arr, dt.attr("newbyteorder")("="));
+  if (view.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    const size_t nbytes = static_cast<size_t>(arr.nbytes());
+    if (budget != nullptr) budget->take(nbytes, what() + " (" + std::to_string(nbytes) + " bytes)");
+    if (swapped || !(arr.flags() & py::array::c_style)) {
+      try {
+        arr = py::module_::import("numpy").attr("ascontiguousarray")(arr, dt.attr("newbyteorder")("="));
+      } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_MemoryError)) throw;
+        throw RequestTooLargeError(what() + ": no memory for a contiguous copy of this non-contiguous array (" +
+                                   std::to_string(nbytes) + " bytes); pass a C-contiguous array or set max_request_bytes");
+      }
+    }
   }
   held.array = arr;
   const auto ndim = static_cast<size_t>(arr.ndim());
@@ -286,8 +310,10 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
           throw InvalidInputError(what() + ": element " + std::to_string(i) +
                                   " cannot be encoded as UTF-8 (it holds a lone surrogate)");
         }
+        if (budget != nullptr) budget->take(static_cast<size_t>(len), what());
         held.utf8.emplace_back(s, static_cast<size_t>(len));
       } else if (PyBytes_Check(item.ptr())) {
+        if (budget != nullptr) budget->take(static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())), what());
         held.utf8.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
       } else {
         throw InvalidInputError(what() + ": string tensors take str or bytes elements, element " + std::to_string(i) +
@@ -511,6 +537,7 @@ class PyEngine {
     std::vector<Held> held(n);
     std::vector<TensorView> views(n);
     parse_inputs(inputs, held, views);
+    pool_->check_limits(views);
     std::vector<size_t> selected = select_outputs(outputs);
     std::vector<py::object> out_arrays(selected.size());
     std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
@@ -755,6 +782,7 @@ class PyEngine {
   void parse_inputs(py::handle inputs, std::vector<Held>& held, std::vector<TensorView>& views) const {
     const auto& ins = core().inputs();
     const size_t n = ins.size();
+    Budget budget{pool_->limits().max_bytes, 0};
     if (PyDict_Check(inputs.ptr())) {
       size_t found = 0;
       std::string missing;
@@ -766,7 +794,7 @@ class PyEngine {
           continue;
         }
         ++found;
-        views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type);
+        views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type, &budget);
       }
       if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
         std::string unknown;
@@ -788,7 +816,8 @@ class PyEngine {
       if (static_cast<size_t>(seq.size()) != n)
         throw InvalidInputError("the model takes " + std::to_string(n) + " inputs (" + names_of(ins) + "), got " +
                                 std::to_string(seq.size()));
-      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type);
+      for (size_t i = 0; i < n; ++i)
+        views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type, &budget);
     } else {
       throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
                               names_of(ins) + "), got " + type_name(inputs));
@@ -811,6 +840,9 @@ class PyEngine {
         throw InvalidInputError("unknown output '" + s + "' (model outputs: " + names_of(outs) + ")");
       selected.push_back(static_cast<size_t>(idx));
     }
+    if (selected.empty())
+      throw InvalidInputError("outputs is empty: name at least one output (model outputs: " + names_of(outs) +
+                              "), or pass None for all");
     return selected;
   }
 
@@ -903,6 +935,11 @@ std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& o
     py::gil_scoped_release release;
     pool = SessionPool::open(source, so, replicas, share, shared, weights);
   }
+  RequestLimits limits;
+  if (options.contains("max_request_bytes")) limits.max_bytes = options["max_request_bytes"].cast<size_t>();
+  if (options.contains("max_request_rows")) limits.max_rows = options["max_request_rows"].cast<size_t>();
+  if (options.contains("row_axis")) limits.row_axis = options["row_axis"].cast<size_t>();
+  pool->set_limits(limits);
   return std::make_shared<PyEngine>(std::move(pool));
 }
 

@@ -59,6 +59,7 @@ std::shared_ptr<SessionPool> SessionPool::open(const ModelSource& source, const 
 
 std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
                                          const std::vector<TensorView>& out) const {
+  check_limits(inputs);
   size_t best = 0;
   for (size_t i = 1; i < sessions_.size(); ++i)
     if (in_flight_[i].load(std::memory_order_relaxed) < in_flight_[best].load(std::memory_order_relaxed)) best = i;

@@ -91,7 +91,8 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
   for (int64_t d : shape) {
     if (d < 0) throw InvalidInputError(what + ": negative dim in shape " + shape_to_string(shape));
     if (d != 0 && count > limit / static_cast<size_t>(d)) {
-      throw InvalidInputError(what + ": shape " + shape_to_string(shape) + " is too large");
+      throw RequestTooLargeError(what + ": shape " + shape_to_string(shape) +
+                                 " is too large (its byte size overflows)");
     }
     count *= static_cast<size_t>(d);
   }

@@ -20,6 +20,7 @@ from .errors import (
     ConfigError,
     QueueFullError,
     RequestTimeoutError,
+    RequestTooLargeError,
 )
 from ._runtime import configure_global_threads, runtime_info
 
@@ -43,5 +44,6 @@ __all__ = [
     "ConfigError",
     "QueueFullError",
     "RequestTimeoutError",
+    "RequestTooLargeError",
     "__version__",
 ]

@@ -206,6 +206,12 @@ class Engine:
         priority_levels, padding: giving ``max_batch_size`` (or ``batching``)
             turns dynamic batching on; see :class:`BatchConfig`.
         batching: a :class:`BatchConfig` instead of the separate keywords.
+        max_request_bytes: most input bytes one request may carry (string
+            tensors: their UTF-8 bytes); a larger one fails with
+            RequestTooLargeError before fastort copies or allocates anything
+            for it. 0: no bound.
+        max_request_rows: most rows (dim ``batch_axis`` of its inputs) one
+            request may carry; 0: no bound.
 
     Thread-safe: any number of threads may call :meth:`run` and :meth:`submit`.
     """
@@ -233,6 +239,8 @@ class Engine:
         priority_levels: int = 1,
         padding: Optional[Mapping[str, Mapping[int, float]]] = None,
         batching: Optional[BatchConfig] = None,
+        max_request_bytes: int = 0,
+        max_request_rows: int = 0,
     ) -> None:
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
@@ -258,6 +266,8 @@ class Engine:
             "config": config,
             "replicas": replicas,
             "share_weights": bool(share_weights),
+            "max_request_bytes": _int_option(max_request_bytes, "max_request_bytes", 0),
+            "max_request_rows": _int_option(max_request_rows, "max_request_rows", 0),
         }
         if batching is None and max_batch_size is not None:
             batching = BatchConfig(
@@ -271,6 +281,8 @@ class Engine:
             )
         elif batching is not None and max_batch_size is not None:
             raise ConfigError("give either batching=BatchConfig(...) or max_batch_size=..., not both")
+        options["row_axis"] = _int_option(batching.batch_axis if batching is not None else batch_axis,
+                                          "batch_axis", 0)
         # Settings of the request queue behind submit()/run_async() when batching is off.
         self._queue_config = batching or BatchConfig(
             max_batch_size=1, max_delay_us=0, max_queue=max_queue, max_queue_rows=max_queue_rows,
