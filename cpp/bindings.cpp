@@ -75,22 +75,30 @@ std::pair<PyObject*, std::string> python_error(std::exception_ptr p) {
   }
 }
 
+// A message as a Python str. onnxruntime's messages may quote bytes from the
+// model that are not UTF-8: those are escaped (\xNN), never an error.
+py::str message_of(const std::string& msg) {
+  PyObject* s = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "backslashreplace");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
 void translate_errors(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
   } catch (const Error&) {
     auto [type, msg] = python_error(p);
-    PyErr_SetString(type, msg.c_str());
+    PyErr_SetObject(type, message_of(msg).ptr());
   } catch (const Ort::Exception&) {
     auto [type, msg] = python_error(p);
-    PyErr_SetString(type, msg.c_str());
+    PyErr_SetObject(type, message_of(msg).ptr());
   }
 }
 
 // An exception instance (not raised) for a failed request.
 py::object exception_object(std::exception_ptr p) {
   auto [type, msg] = python_error(p);
-  return py::reinterpret_borrow<py::object>(type)(msg);
+  return py::reinterpret_borrow<py::object>(type)(message_of(msg));
 }
 
 // A reference to a Python object that may be dropped on a thread without the GIL.
@@ -228,6 +236,25 @@ DtypeTable& dtypes() {
 }
 
 std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+// str(obj) as UTF-8 for messages and lookups; never throws on lone surrogates
+// (escaped as \udXXX) or on a __str__ that fails.
+std::string text_of(py::handle obj) {
+  PyObject* s = PyUnicode_Check(obj.ptr()) ? (Py_INCREF(obj.ptr()), obj.ptr()) : PyObject_Str(obj.ptr());
+  if (s == nullptr) {
+    PyErr_Clear();
+    return "<" + type_name(obj) + ">";
+  }
+  PyObject* b = PyUnicode_AsEncodedString(s, "utf-8", "backslashreplace");
+  Py_DECREF(s);
+  if (b == nullptr) {
+    PyErr_Clear();
+    return "<" + type_name(obj) + ">";
+  }
+  std::string out(PyBytes_AS_STRING(b), static_cast<size_t>(PyBytes_GET_SIZE(b)));
+  Py_DECREF(b);
+  return out;
+}
 
 // ---------------------------------------------------------------- inputs ----
 
@@ -799,7 +826,7 @@ class PyEngine {
       if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
         std::string unknown;
         for (auto kv : py::reinterpret_borrow<py::dict>(inputs)) {
-          const std::string key = py::str(kv.first);
+          const std::string key = text_of(kv.first);
           if (!py::isinstance<py::str>(kv.first) || core().input_index(key) < 0)
             unknown += (unknown.empty() ? "'" : ", '") + key + "'";
         }
@@ -834,7 +861,7 @@ class PyEngine {
     if (py::isinstance<py::str>(outputs) || py::isinstance<py::bytes>(outputs) || !py::isinstance<py::iterable>(outputs))
       throw InvalidInputError("outputs must be a list of output names, got " + type_name(outputs));
     for (py::handle name : outputs) {
-      const std::string s = py::str(name);
+      const std::string s = text_of(name);
       const auto idx = core().output_index(s);
       if (idx < 0 || !py::isinstance<py::str>(name))
         throw InvalidInputError("unknown output '" + s + "' (model outputs: " + names_of(outs) + ")");
@@ -854,7 +881,7 @@ class PyEngine {
     if (!PyDict_Check(out.ptr())) throw InvalidInputError("out must be a dict of output name -> numpy array");
     out_views.resize(selected.size());
     for (auto kv : py::reinterpret_borrow<py::dict>(out)) {
-      const std::string key = py::str(kv.first);
+      const std::string key = text_of(kv.first);
       const auto idx = core().output_index(key);
       size_t k = 0;
       while (k < selected.size() && static_cast<std::ptrdiff_t>(selected[k]) != idx) ++k;

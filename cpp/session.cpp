@@ -91,6 +91,8 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
     return session;
   } catch (const Ort::Exception& e) {
     throw ModelLoadError("cannot load " + what + ": " + e.what());
+  } catch (const ModelLoadError& e) {
+    throw ModelLoadError("cannot load " + what + ": " + e.what());
   }
 }
 
@@ -145,6 +147,14 @@ Session::Session(Key, Ort::Session session) : session_(std::move(session)) {
     auto name = session_.GetOutputNameAllocated(i, alloc);
     outputs_.push_back(describe(name.get(), session_.GetOutputTypeInfo(i).GetConst()));
   }
+  for (const auto* ios : {&inputs_, &outputs_})
+    for (const auto& io : *ios) {
+      bool ok = is_valid_utf8(io.name);
+      for (const auto& dim : io.dim_names) ok = ok && is_valid_utf8(dim);
+      if (!ok)
+        throw ModelLoadError("the model has an input or output whose name or dim names are not valid UTF-8 "
+                             "(ONNX names are UTF-8 strings)");
+    }
   for (const auto& io : inputs_) input_names_.push_back(io.name.c_str());
   for (const auto& io : outputs_) output_names_.push_back(io.name.c_str());
 }

@@ -99,6 +99,30 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
   return count;
 }
 
+bool is_valid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p++;
+    if (c < 0x80) continue;
+    int more;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { more = 1; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { more = 2; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { more = 3; cp = c & 0x07; }
+    else return false;
+    if (end - p < more) return false;
+    for (int i = 0; i < more; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    p += more;
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[more] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+  }
+  return true;
+}
+
 std::string shape_to_string(const std::vector<int64_t>& shape) {
   std::string s = "(";
   for (size_t i = 0; i < shape.size(); ++i) {

@@ -36,16 +36,30 @@ echo "== building fastort with -fsanitize=$flags into $site"
 
 ORT_LIB=$("$py" -c 'import fastort; print(fastort.runtime_info()["library_path"])')
 supp=$root/scripts/sanitizers
+# Reports go to files (pytest captures stderr, and a halted process loses it).
+reports=$root/$out/reports
+rm -rf "$reports" && mkdir -p "$reports"
 export PYTHONPATH=$root/$site
 export PYTHONMALLOC=malloc
-export ASAN_OPTIONS="halt_on_error=1:abort_on_error=0:print_stacktrace=1:detect_leaks=0:detect_stack_use_after_return=0:check_initialization_order=1:strict_init_order=1"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
-export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp:report_signal_unsafe=0"
-export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0"
+export ASAN_OPTIONS="log_path=$reports/asan:halt_on_error=1:abort_on_error=0:print_stacktrace=1:detect_leaks=0:detect_stack_use_after_return=0:check_initialization_order=1:strict_init_order=1"
+export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1:suppressions=$supp/ubsan.supp"
+export TSAN_OPTIONS="log_path=$reports/tsan:halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp:report_signal_unsafe=0"
+export LSAN_OPTIONS="log_path=$reports/lsan:suppressions=$supp/lsan.supp:print_suppressions=0"
+# The sanitizer runtime must come first; libstdc++ too, or ASan cannot intercept
+# C++ throws from libraries loaded later (python itself does not link it).
+runtime="$runtime $(g++ -print-file-name=libstdc++.so)"
+show_reports() {
+  local rc=$?
+  if compgen -G "$reports/*" > /dev/null; then
+    echo "== sanitizer reports:"; cat "$reports"/*; rc=1
+  fi
+  rm -rf "$models"
+  exit $rc
+}
 LD_PRELOAD=$runtime "$py" -c 'import fastort, sys; assert "sanitize" in fastort.__file__, fastort.__file__; print("fastort from", fastort.__file__)'
 
 models=$(mktemp -d)
-trap 'rm -rf "$models"' EXIT
+trap show_reports EXIT
 "$py" - "$models" <<'PY'
 import sys
 sys.path.insert(0, "tests")
