@@ -165,3 +165,46 @@ def test_out_buffers_that_alias_each_other_or_an_input_are_refused():
     adjacent = np.empty(8, np.float32)  # touching, not overlapping
     engine.run({"x": x}, out={"y": adjacent[:4], "z": adjacent[4:]})
     np.testing.assert_array_equal(adjacent, np.concatenate([x, -x]))
+
+
+# ------------------------------------------------------ untrusted models ----
+
+
+def external_model(location: str):
+    """y = x + W, W[4] kept in the external file `location`."""
+    import onnx
+
+    t = onnx.TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[4], data_location=TensorProto.EXTERNAL)
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", location
+    graph = helper.make_graph([helper.make_node("Add", ["x", "W"], ["y"])], "g",
+                              [models.tensor("x", TensorProto.FLOAT, [4])],
+                              [models.tensor("y", TensorProto.FLOAT, [4])], [t])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=models.IR_VERSION)
+
+
+@pytest.mark.parametrize("location", ["w.bin", "../w.bin", "/etc/hostname"])
+def test_bytes_model_with_external_data_is_refused(tmp_path, monkeypatch, location: str):
+    (tmp_path / "w.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    monkeypatch.chdir(tmp_path)  # onnxruntime would look next to the working directory
+    model = external_model(location)
+    for source in (model, model.SerializeToString(), bytearray(model.SerializeToString())):
+        with pytest.raises(fastort.ModelLoadError, match=r"external file .*pass its path"):
+            fastort.Engine(source)
+
+
+def test_external_data_through_a_symlink_out_of_the_folder_is_refused(tmp_path):
+    import onnx
+
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.bin").symlink_to(outside)
+    onnx.save(external_model("w.bin"), str(folder / "m.onnx"))
+    with pytest.raises(fastort.ModelLoadError, match=r"outside the model's folder"):
+        fastort.Engine(folder / "m.onnx")
+    (folder / "w.bin").unlink()
+    (folder / "w.bin").write_bytes(outside.read_bytes())  # inside the folder: loads
+    engine = fastort.Engine(folder / "m.onnx")
+    np.testing.assert_array_equal(engine.run({"x": np.ones(4, np.float32)})["y"], np.arange(4) + 1)

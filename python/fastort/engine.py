@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _core, _runtime
 from ._queue import chunks, deliver_completions, progress_bar
-from ._source import check_external_data, describe, model_bytes
+from ._source import check_external_data, check_no_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
 from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
 
@@ -300,6 +300,7 @@ class Engine:
             source = path
         else:
             source = model_bytes(model)
+            check_no_external_data(source)
         weights: List[Tuple[str, np.ndarray]] = []
         self._weights_mapping: Any = None
         if replicas > 1 and share_weights:
