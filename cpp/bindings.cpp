@@ -6,8 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -265,13 +268,29 @@ struct Held {
   std::vector<std::string_view> views;
 };
 
+// The machine's physical memory: a copy larger than this can never succeed,
+// and with memory overcommit the attempt may end in the OOM killer rather than
+// a MemoryError, so such a request is refused even without max_request_bytes.
+size_t physical_memory() noexcept {
+  static const size_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
+  }();
+  return bytes;
+}
+
 // What a request's inputs may still take of max_request_bytes; checked while
 // parsing, before an input is copied (non-contiguous) or its strings encoded.
 struct Budget {
-  size_t max_bytes = 0;  // 0: no bound
+  size_t max_bytes = 0;  // 0: no bound (but never more than physical memory)
   size_t used = 0;
   void take(size_t bytes, const std::string& what) {
-    if (max_bytes == 0) return;
+    if (max_bytes == 0) {
+      if (bytes > physical_memory())
+        throw RequestTooLargeError(what + " needs more memory than this machine has (" +
+                                   std::to_string(physical_memory()) + " bytes)");
+      return;
+    }
     if (__builtin_add_overflow(used, bytes, &used) || used > max_bytes)
       throw RequestTooLargeError(what + " brings the request to more than max_request_bytes=" +
                                  std::to_string(max_bytes) + " bytes");
@@ -308,8 +327,10 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   const bool swapped = order == '>' && dt.itemsize() > 1;  // this is little-endian-only code
   if (view.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
     const size_t nbytes = static_cast<size_t>(arr.nbytes());
-    if (budget != nullptr) budget->take(nbytes, what() + " (" + std::to_string(nbytes) + " bytes)");
-    if (swapped || !(arr.flags() & py::array::c_style)) {
+    const bool copy = swapped || !(arr.flags() & py::array::c_style);
+    if (budget != nullptr && (budget->max_bytes != 0 || copy))
+      budget->take(nbytes, what() + " (" + std::to_string(nbytes) + " bytes)");
+    if (copy) {
       try {
         arr = py::module_::import("numpy").attr("ascontiguousarray")(arr, dt.attr("newbyteorder")("="));
       } catch (py::error_already_set& e) {
@@ -325,7 +346,18 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   for (size_t d = 0; d < ndim; ++d) view.shape[d] = static_cast<int64_t>(arr.shape(static_cast<py::ssize_t>(d)));
 
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
-    py::list items = arr.attr("ravel")().attr("tolist")();
+    // Each element costs a view (and a string) before its contents: charged up
+    // front, so that a huge array of empty strings is refused before the copy.
+    const size_t count = static_cast<size_t>(arr.size());
+    if (budget != nullptr) budget->take(count * sizeof(std::string_view), what() + " (" + std::to_string(count) + " strings)");
+    py::list items;
+    try {
+      items = arr.attr("ravel")().attr("tolist")();
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_MemoryError)) throw;
+      throw RequestTooLargeError(what() + ": no memory for the " + std::to_string(count) +
+                                 " strings of this array; set max_request_bytes");
+    }
     held.utf8.reserve(items.size());
     size_t i = 0;
     for (py::handle item : items) {

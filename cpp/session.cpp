@@ -222,9 +222,10 @@ size_t element_count(const TensorView& view, size_t item, const char* kind, cons
 
 size_t view_bytes(const TensorView& view, const std::string& what) {
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    // Their UTF-8 bytes plus a view per element (what fastort holds for them).
     const size_t count = checked_element_count(view.shape, sizeof(std::string_view), what);
-    size_t bytes = 0;
-    if (view.strings == nullptr) return 0;
+    size_t bytes = count * sizeof(std::string_view);
+    if (view.strings == nullptr) return bytes;
     for (size_t i = 0; i < count; ++i)
       if (__builtin_add_overflow(bytes, view.strings[i].size(), &bytes))
         throw RequestTooLargeError(what + ": the strings' total size overflows");

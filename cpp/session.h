@@ -43,13 +43,13 @@ std::string shared_weight_file(const std::string& initializer);
 
 // Bounds on one request, checked before fastort allocates anything for it.
 struct RequestLimits {
-  size_t max_bytes = 0;  // input bytes per request (string tensors: their UTF-8 bytes); 0: no bound
+  size_t max_bytes = 0;  // input bytes per request (see view_bytes); 0: no bound
   size_t max_rows = 0;   // rows per request: the largest dim `row_axis` of its inputs; 0: no bound
   size_t row_axis = 0;
 };
 
 // Bytes of a tensor view: elements * item size, or for strings the sum of their
-// lengths. Throws RequestTooLargeError when the computation overflows.
+// lengths plus 16 bytes (a string_view) per element. Throws RequestTooLargeError when the computation overflows.
 size_t view_bytes(const TensorView& view, const std::string& what);
 
 // Throws RequestTooLargeError when `inputs` (one per model input `ins`) exceed

@@ -70,6 +70,9 @@ def test_huge_non_contiguous_input_is_refused_before_the_copy():
         engine.run({"x": huge})
     with pytest.raises(RequestTooLargeError):
         engine.submit({"x": huge})
+    unbounded = fastort.Engine(models.tiny())  # no bound: still never a copy larger than the machine's memory
+    with pytest.raises(RequestTooLargeError, match=r"more memory than this machine has"):
+        unbounded.run({"x": huge})
     small = as_strided(np.ones(4, np.float32), shape=(3, 4), strides=(0, 4))  # copied once, fine
     np.testing.assert_allclose(engine.run({"x": small})["y"], np.maximum(np.ones((3, 4)) @ W, 0), rtol=1e-6)
 
@@ -82,12 +85,17 @@ def test_huge_zero_size_dims_do_not_overflow():
 
 def test_string_bounds_and_contents():
     engine = fastort.Engine(models.identity(TensorProto.STRING, ["n"]), max_request_bytes=1 << 20)
-    big = "x" * (1 << 20)
+    big = "x" * ((1 << 20) - 16)  # UTF-8 bytes + 16 per element
     assert engine.run({"x": np.array([big], object)})["y"][0] == big  # exactly at the bound
     with pytest.raises(RequestTooLargeError, match=r"input 'x'"):
         engine.run({"x": np.array([big, "y"], object)})
     with pytest.raises(RequestTooLargeError):
-        engine.run({"x": np.array([b"\x00" * ((1 << 20) + 1)], object)})
+        engine.run({"x": np.array([b"\x00" * ((1 << 20) - 15)], object)})
+    # A huge array of empty strings over a few bytes is refused before it is copied.
+    empties = as_strided(np.array([""], "U1"), shape=(1 << 40,), strides=(0,))
+    for eng in (engine, fastort.Engine(models.identity(TensorProto.STRING, ["n"]))):  # bounded, and not
+        with pytest.raises(RequestTooLargeError, match=r"strings"):
+            eng.run({"x": empties})
 
 
 def test_invalid_utf8_and_surrogates():

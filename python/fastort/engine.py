@@ -207,7 +207,7 @@ class Engine:
             turns dynamic batching on; see :class:`BatchConfig`.
         batching: a :class:`BatchConfig` instead of the separate keywords.
         max_request_bytes: most input bytes one request may carry (string
-            tensors: their UTF-8 bytes); a larger one fails with
+            tensors: their UTF-8 bytes + 16 per element); a larger one fails with
             RequestTooLargeError before fastort copies or allocates anything
             for it. 0: no bound.
         max_request_rows: most rows (dim ``batch_axis`` of its inputs) one
