@@ -183,6 +183,7 @@ uint64_t Batcher::submit(Request request) {
   if (request.priority < 0 || request.priority >= options_.priority_levels)
     throw InvalidInputError("priority must be in [0, " + std::to_string(options_.priority_levels - 1) + "], got " +
                             std::to_string(request.priority));
+  pool_->check_limits(request.inputs);
   auto p = std::make_shared<Pending>();
   const size_t axis = options_.batch_axis;
   for (size_t i = 0; i < ins.size(); ++i) {
@@ -388,16 +389,19 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
   const auto& outs = session.outputs();
   const size_t axis = options_.batch_axis;
   std::vector<Outcome> outcomes(batch.size());
+  // Alone: the caller's buffers go to onnxruntime as they are, outputs whole.
+  auto run_alone = [&session](const Pending& p, Outcome& outcome) {
+    auto values = std::make_shared<std::vector<Ort::Value>>(session.run(p.req.inputs));
+    for (auto& v : *values) {
+      OutputSlice slice;
+      slice.owner = values;
+      slice.value = &v;
+      outcome.outputs.push_back(std::move(slice));
+    }
+  };
   try {
     if (batch.size() == 1) {
-      // Alone: the caller's buffers go to onnxruntime as they are, outputs whole.
-      auto values = std::make_shared<std::vector<Ort::Value>>(session.run(batch[0]->req.inputs));
-      for (auto& v : *values) {
-        OutputSlice slice;
-        slice.owner = values;
-        slice.value = &v;
-        outcomes[0].outputs.push_back(std::move(slice));
-      }
+      run_alone(*batch[0], outcomes[0]);
     } else {
       int64_t total = 0;
       for (const auto& p : batch) total += p->rows;
@@ -494,8 +498,20 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
       }
     }
   } catch (...) {
-    auto error = std::current_exception();
-    for (auto& o : outcomes) o = Outcome{error, {}};
+    if (batch.size() == 1) {
+      outcomes[0] = Outcome{std::current_exception(), {}};
+    } else {
+      // A merged batch failed (one request's values may make the model fail):
+      // each request runs again alone, so that only the one at fault fails.
+      for (size_t r = 0; r < batch.size(); ++r) {
+        outcomes[r] = Outcome{};
+        try {
+          run_alone(*batch[r], outcomes[r]);
+        } catch (...) {
+          outcomes[r] = Outcome{std::current_exception(), {}};
+        }
+      }
+    }
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

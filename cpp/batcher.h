@@ -6,7 +6,9 @@
 // batch when it holds max_batch_size rows, when its oldest request has waited
 // max_delay, or at once when no batch is running anywhere (so a lone request at
 // light load never waits out the delay). Requests whose non-batch dims differ
-// are never mixed, except along dims configured for padding.
+// are never mixed, except along dims configured for padding. When a merged
+// batch fails, each of its requests runs again alone, so that only the request
+// whose values make the model fail gets an error.
 #pragma once
 
 #include <chrono>

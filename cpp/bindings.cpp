@@ -6,8 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
+#include <cstdint>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -36,14 +39,14 @@ namespace {
 // The Python classes of fastort.errors, handed over once at import. Plain
 // handles holding a reference each: they must outlive the interpreter's teardown.
 struct ErrorTypes {
-  py::handle base, runtime_load, model_load, invalid_input, run, queue_full, timeout, closed;
+  py::handle base, runtime_load, model_load, invalid_input, too_large, run, queue_full, timeout, closed;
 };
 ErrorTypes g_errors;
 
 void set_error_types(const py::dict& types) {
   auto get = [&](const char* key) { return py::object(types[key]).release(); };
-  g_errors = {get("base"),      get("runtime_load"), get("model_load"), get("invalid_input"),
-              get("run"),       get("queue_full"),   get("timeout"),    get("closed")};
+  g_errors = {get("base"),       get("runtime_load"), get("model_load"), get("invalid_input"), get("too_large"),
+              get("run"),        get("queue_full"),   get("timeout"),    get("closed")};
 }
 
 // The Python class and message for a C++ exception.
@@ -51,6 +54,8 @@ std::pair<PyObject*, std::string> python_error(std::exception_ptr p) {
   auto pick = [](py::handle type, PyObject* fallback) { return type ? type.ptr() : fallback; };
   try {
     std::rethrow_exception(p);
+  } catch (const RequestTooLargeError& e) {
+    return {pick(g_errors.too_large, PyExc_ValueError), e.what()};
   } catch (const InvalidInputError& e) {
     return {pick(g_errors.invalid_input, PyExc_ValueError), e.what()};
   } catch (const ModelLoadError& e) {
@@ -74,22 +79,30 @@ std::pair<PyObject*, std::string> python_error(std::exception_ptr p) {
   }
 }
 
+// A message as a Python str. onnxruntime's messages may quote bytes from the
+// model that are not UTF-8: those are escaped (\xNN), never an error.
+py::str message_of(const std::string& msg) {
+  PyObject* s = PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "backslashreplace");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
 void translate_errors(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
   } catch (const Error&) {
     auto [type, msg] = python_error(p);
-    PyErr_SetString(type, msg.c_str());
+    PyErr_SetObject(type, message_of(msg).ptr());
   } catch (const Ort::Exception&) {
     auto [type, msg] = python_error(p);
-    PyErr_SetString(type, msg.c_str());
+    PyErr_SetObject(type, message_of(msg).ptr());
   }
 }
 
 // An exception instance (not raised) for a failed request.
 py::object exception_object(std::exception_ptr p) {
   auto [type, msg] = python_error(p);
-  return py::reinterpret_borrow<py::object>(type)(msg);
+  return py::reinterpret_borrow<py::object>(type)(message_of(msg));
 }
 
 // A reference to a Python object that may be dropped on a thread without the GIL.
@@ -228,6 +241,25 @@ DtypeTable& dtypes() {
 
 std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
+// str(obj) as UTF-8 for messages and lookups; never throws on lone surrogates
+// (escaped as \udXXX) or on a __str__ that fails.
+std::string text_of(py::handle obj) {
+  PyObject* s = PyUnicode_Check(obj.ptr()) ? (Py_INCREF(obj.ptr()), obj.ptr()) : PyObject_Str(obj.ptr());
+  if (s == nullptr) {
+    PyErr_Clear();
+    return "<" + type_name(obj) + ">";
+  }
+  PyObject* b = PyUnicode_AsEncodedString(s, "utf-8", "backslashreplace");
+  Py_DECREF(s);
+  if (b == nullptr) {
+    PyErr_Clear();
+    return "<" + type_name(obj) + ">";
+  }
+  std::string out(PyBytes_AS_STRING(b), static_cast<size_t>(PyBytes_GET_SIZE(b)));
+  Py_DECREF(b);
+  return out;
+}
+
 // ---------------------------------------------------------------- inputs ----
 
 // Keeps what a TensorView points into alive for the length of a run.
@@ -238,8 +270,37 @@ struct Held {
   std::vector<std::string_view> views;
 };
 
+// The machine's physical memory: a copy larger than this can never succeed,
+// and with memory overcommit the attempt may end in the OOM killer rather than
+// a MemoryError, so such a request is refused even without max_request_bytes.
+size_t physical_memory() noexcept {
+  static const size_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
+  }();
+  return bytes;
+}
+
+// What a request's inputs may still take of max_request_bytes; checked while
+// parsing, before an input is copied (non-contiguous) or its strings encoded.
+struct Budget {
+  size_t max_bytes = 0;  // 0: no bound (but never more than physical memory)
+  size_t used = 0;
+  void take(size_t bytes, const std::string& what) {
+    if (max_bytes == 0) {
+      if (bytes > physical_memory())
+        throw RequestTooLargeError(what + " needs more memory than this machine has (" +
+                                   std::to_string(physical_memory()) + " bytes)");
+      return;
+    }
+    if (__builtin_add_overflow(used, bytes, &used) || used > max_bytes)
+      throw RequestTooLargeError(what + " brings the request to more than max_request_bytes=" +
+                                 std::to_string(max_bytes) + " bytes");
+  }
+};
+
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
-                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED);
+                         ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED, Budget* budget = nullptr);
 
 // Python's message of the exception being handled, as an InvalidInputError.
 [[noreturn]] void rethrow_as_invalid(py::error_already_set& e, const std::string& what) {
@@ -365,7 +426,7 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
 // `expected` (when known) lets a string/object array meant for a non-string
 // tensor fail on its dtype before its elements are looked at.
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
-                         ElementType expected) {
+                         ElementType expected, Budget* budget) {
   auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
@@ -390,9 +451,20 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
 
   const char order = dt.byteorder();
   const bool swapped = order == '>' && dt.itemsize() > 1;  // this is little-endian-only code
-  if (view.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING &&
-      (swapped || !(arr.flags() & py::array::c_style))) {
-    arr = py::module_::import("numpy").attr("ascontiguousarray")(arr, dt.attr("newbyteorder")("="));
+  if (view.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    const size_t nbytes = static_cast<size_t>(arr.nbytes());
+    const bool copy = swapped || !(arr.flags() & py::array::c_style);
+    if (budget != nullptr && (budget->max_bytes != 0 || copy))
+      budget->take(nbytes, what() + " (" + std::to_string(nbytes) + " bytes)");
+    if (copy) {
+      try {
+        arr = py::module_::import("numpy").attr("ascontiguousarray")(arr, dt.attr("newbyteorder")("="));
+      } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_MemoryError)) throw;
+        throw RequestTooLargeError(what() + ": no memory for a contiguous copy of this non-contiguous array (" +
+                                   std::to_string(nbytes) + " bytes); pass a C-contiguous array or set max_request_bytes");
+      }
+    }
   }
   held.array = arr;
   const auto ndim = static_cast<size_t>(arr.ndim());
@@ -400,7 +472,18 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
   for (size_t d = 0; d < ndim; ++d) view.shape[d] = static_cast<int64_t>(arr.shape(static_cast<py::ssize_t>(d)));
 
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
-    py::list items = arr.attr("ravel")().attr("tolist")();
+    // Each element costs a view (and a string) before its contents: charged up
+    // front, so that a huge array of empty strings is refused before the copy.
+    const size_t count = static_cast<size_t>(arr.size());
+    if (budget != nullptr) budget->take(count * sizeof(std::string_view), what() + " (" + std::to_string(count) + " strings)");
+    py::list items;
+    try {
+      items = arr.attr("ravel")().attr("tolist")();
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_MemoryError)) throw;
+      throw RequestTooLargeError(what() + ": no memory for the " + std::to_string(count) +
+                                 " strings of this array; set max_request_bytes");
+    }
     held.utf8.reserve(items.size());
     size_t i = 0;
     for (py::handle item : items) {
@@ -412,8 +495,10 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
           throw InvalidInputError(what() + ": element " + std::to_string(i) +
                                   " cannot be encoded as UTF-8 (it holds a lone surrogate)");
         }
+        if (budget != nullptr) budget->take(static_cast<size_t>(len), what());
         held.utf8.emplace_back(s, static_cast<size_t>(len));
       } else if (PyBytes_Check(item.ptr())) {
+        if (budget != nullptr) budget->take(static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())), what());
         held.utf8.emplace_back(PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
       } else {
         throw InvalidInputError(what() + ": string tensors take str or bytes elements, element " + std::to_string(i) +
@@ -723,6 +808,7 @@ class PyEngine {
     std::vector<Held> held(n);
     std::vector<TensorView> views(n);
     parse_inputs(inputs, held, views);
+    pool_->check_limits(views);
     std::vector<size_t> selected = select_outputs(outputs);
     std::vector<py::object> out_arrays(selected.size());
     std::vector<TensorView> out_views = parse_out(out, selected, out_arrays);
@@ -1004,6 +1090,7 @@ class PyEngine {
   void parse_inputs(py::handle inputs, std::vector<Held>& held, std::vector<TensorView>& views) const {
     const auto& ins = core().inputs();
     const size_t n = ins.size();
+    Budget budget{pool_->limits().max_bytes, 0};
     if (PyDict_Check(inputs.ptr())) {
       size_t found = 0;
       std::string missing;
@@ -1015,12 +1102,12 @@ class PyEngine {
           continue;
         }
         ++found;
-        views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type);
+        views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type, &budget);
       }
       if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
         std::string unknown;
         for (auto kv : py::reinterpret_borrow<py::dict>(inputs)) {
-          const std::string key = py::str(kv.first);
+          const std::string key = text_of(kv.first);
           if (!py::isinstance<py::str>(kv.first) || core().input_index(key) < 0)
             unknown += (unknown.empty() ? "'" : ", '") + key + "'";
         }
@@ -1038,7 +1125,8 @@ class PyEngine {
       if (static_cast<size_t>(seq.size()) != n)
         throw InvalidInputError("the model takes " + std::to_string(n) + " inputs (" + names_of(ins) + "), got " +
                                 std::to_string(seq.size()));
-      for (size_t i = 0; i < n; ++i) views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type);
+      for (size_t i = 0; i < n; ++i)
+        views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type, &budget);
     } else {
       throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
                               names_of(ins) + "), got " + type_name(inputs));
@@ -1055,12 +1143,15 @@ class PyEngine {
     if (py::isinstance<py::str>(outputs) || py::isinstance<py::bytes>(outputs) || !py::isinstance<py::iterable>(outputs))
       throw InvalidInputError("outputs must be a list of output names, got " + type_name(outputs));
     for (py::handle name : outputs) {
-      const std::string s = py::str(name);
+      const std::string s = text_of(name);
       const auto idx = core().output_index(s);
       if (idx < 0 || !py::isinstance<py::str>(name))
         throw InvalidInputError("unknown output '" + s + "' (model outputs: " + names_of(outs) + ")");
       selected.push_back(static_cast<size_t>(idx));
     }
+    if (selected.empty())
+      throw InvalidInputError("outputs is empty: name at least one output (model outputs: " + names_of(outs) +
+                              "), or pass None for all");
     return selected;
   }
 
@@ -1072,7 +1163,7 @@ class PyEngine {
     if (!PyDict_Check(out.ptr())) throw InvalidInputError("out must be a dict of output name -> numpy array");
     out_views.resize(selected.size());
     for (auto kv : py::reinterpret_borrow<py::dict>(out)) {
-      const std::string key = py::str(kv.first);
+      const std::string key = text_of(kv.first);
       const auto idx = core().output_index(key);
       size_t k = 0;
       while (k < selected.size() && static_cast<std::ptrdiff_t>(selected[k]) != idx) ++k;
@@ -1156,6 +1247,11 @@ std::shared_ptr<PyEngine> open_engine(const py::object& model, const py::dict& o
     py::gil_scoped_release release;
     pool = SessionPool::open(source, so, replicas, share, shared, weights);
   }
+  RequestLimits limits;
+  if (options.contains("max_request_bytes")) limits.max_bytes = options["max_request_bytes"].cast<size_t>();
+  if (options.contains("max_request_rows")) limits.max_rows = options["max_request_rows"].cast<size_t>();
+  if (options.contains("row_axis")) limits.row_axis = options["row_axis"].cast<size_t>();
+  pool->set_limits(limits);
   return std::make_shared<PyEngine>(std::move(pool));
 }
 

@@ -31,6 +31,14 @@ class InvalidInputError : public Error {
   using Error::Error;
 };
 
+// A request is larger than the engine's configured bounds (bytes or rows per
+// request), or its size computation overflows. Refused before fastort
+// allocates anything for it.
+class RequestTooLargeError : public InvalidInputError {
+ public:
+  using InvalidInputError::InvalidInputError;
+};
+
 // onnxruntime failed while running the model.
 class RunError : public Error {
  public:

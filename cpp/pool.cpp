@@ -74,6 +74,7 @@ struct Count {
 
 std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
                                          const std::vector<TensorView>& out) const {
+  check_limits(inputs);
   const size_t best = least_busy();
   Count count(in_flight_[best]);
   return sessions_[best]->run(inputs, outputs, out);
@@ -81,6 +82,7 @@ std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, 
 
 std::vector<Ort::Value> SessionPool::run_to_device(const std::vector<TensorView>& inputs,
                                                    const std::vector<size_t>& outputs) const {
+  check_limits(inputs);
   const size_t best = least_busy();
   Count count(in_flight_[best]);
   return sessions_[best]->run_to_device(inputs, outputs);

@@ -35,6 +35,14 @@ class SessionPool {
   Session& replica(size_t i) const { return *sessions_.at(i); }
   const Session& front() const { return *sessions_.front(); }
 
+  // Bounds on every request (see RequestLimits); set before the pool serves.
+  void set_limits(const RequestLimits& limits) noexcept { limits_ = limits; }
+  const RequestLimits& limits() const noexcept { return limits_; }
+  // Throws RequestTooLargeError when `inputs` exceed the pool's limits.
+  void check_limits(const std::vector<TensorView>& inputs) const {
+    check_request_limits(inputs, front().inputs(), limits_);
+  }
+
   // Runs on the replica with the fewest runs in flight (unbatched path).
   std::vector<Ort::Value> run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs = {},
                               const std::vector<TensorView>& out = {}) const;
@@ -61,6 +69,7 @@ class SessionPool {
   std::unique_ptr<OrtPrepackedWeightsContainer, ContainerDeleter> prepacked_;
   std::vector<std::shared_ptr<Session>> sessions_;
   std::unique_ptr<std::atomic<int>[]> in_flight_;
+  RequestLimits limits_;
 };
 
 }  // namespace fastort

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "errors.h"
+#include "model_scan.h"
 #include "runtime.h"
 
 namespace fastort {
@@ -78,7 +79,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
 
 template <typename Open>
 std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, const SharedState& shared,
-                              const std::string& what) {
+                              const std::string& what, const std::vector<std::string>& scalar_inputs) {
   // The environment (and onnxruntime's default logger) must exist before a
   // provider library is loaded by make_options().
   Runtime::get().env();
@@ -101,8 +102,12 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
       }
       so.AddExternalInitializersFromFilesInMemory(files, buffers, lengths);
     }
-    return std::make_shared<Session>(Session::Key{}, open_fn(so), options);
+    auto session = std::make_shared<Session>(Session::Key{}, open_fn(so), options);
+    session->mark_scalar_inputs(scalar_inputs);
+    return session;
   } catch (const Ort::Exception& e) {
+    throw ModelLoadError("cannot load " + what + ": " + e.what());
+  } catch (const ModelLoadError& e) {
     throw ModelLoadError("cannot load " + what + ": " + e.what());
   }
 }
@@ -131,7 +136,7 @@ std::shared_ptr<Session> Session::open_file(const std::string& path, const Sessi
                 return shared.prepacked ? Ort::Session(Runtime::get().env(), path.c_str(), so, shared.prepacked)
                                         : Ort::Session(Runtime::get().env(), path.c_str(), so);
               },
-              options, shared, "model file '" + path + "'");
+              options, shared, "model file '" + path + "'", scalar_inputs_of_file(path));
 }
 
 std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, const SessionOptions& options,
@@ -141,7 +146,7 @@ std::shared_ptr<Session> Session::open_bytes(const void* data, size_t size, cons
                 return shared.prepacked ? Ort::Session(Runtime::get().env(), data, size, so, shared.prepacked)
                                         : Ort::Session(Runtime::get().env(), data, size, so);
               },
-              options, shared, label);
+              options, shared, label, scalar_inputs_of(data, size));
 }
 
 Session::Session(Key, Ort::Session session, const SessionOptions& options) : session_(std::move(session)) {
@@ -176,8 +181,24 @@ Session::Session(Key, Ort::Session session, const SessionOptions& options) : ses
     auto name = session_.GetOutputNameAllocated(i, alloc);
     outputs_.push_back(describe(name.get(), session_.GetOutputTypeInfo(i).GetConst()));
   }
+  for (const auto* ios : {&inputs_, &outputs_})
+    for (const auto& io : *ios) {
+      bool ok = is_valid_utf8(io.name);
+      for (const auto& dim : io.dim_names) ok = ok && is_valid_utf8(dim);
+      if (!ok)
+        throw ModelLoadError("the model has an input or output whose name or dim names are not valid UTF-8 "
+                             "(ONNX names are UTF-8 strings)");
+    }
   for (const auto& io : inputs_) input_names_.push_back(io.name.c_str());
   for (const auto& io : outputs_) output_names_.push_back(io.name.c_str());
+}
+
+void Session::mark_scalar_inputs(const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    const auto i = input_index(name);
+    if (i >= 0 && inputs_[static_cast<size_t>(i)].kind == ValueKind::Tensor && inputs_[static_cast<size_t>(i)].shape.empty())
+      inputs_[static_cast<size_t>(i)].has_shape = true;  // declared rank 0, not unknown rank
+  }
 }
 
 std::ptrdiff_t Session::input_index(const std::string& name) const noexcept {
@@ -232,6 +253,42 @@ size_t element_count(const TensorView& view, size_t item, const char* kind, cons
 }
 
 }  // namespace
+
+size_t view_bytes(const TensorView& view, const std::string& what) {
+  if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
+    // Their UTF-8 bytes plus a view per element (what fastort holds for them).
+    const size_t count = checked_element_count(view.shape, sizeof(std::string_view), what);
+    size_t bytes = count * sizeof(std::string_view);
+    if (view.strings == nullptr) return bytes;
+    for (size_t i = 0; i < count; ++i)
+      if (__builtin_add_overflow(bytes, view.strings[i].size(), &bytes))
+        throw RequestTooLargeError(what + ": the strings' total size overflows");
+    return bytes;
+  }
+  const size_t item = element_size(view.type);
+  return checked_element_count(view.shape, item, what) * (item == 0 ? 1 : item);
+}
+
+void check_request_limits(const std::vector<TensorView>& inputs, const std::vector<IOInfo>& ins,
+                          const RequestLimits& limits) {
+  if (limits.max_bytes == 0 && limits.max_rows == 0) return;
+  size_t total = 0;
+  for (size_t i = 0; i < inputs.size() && i < ins.size(); ++i) {
+    const TensorView& v = inputs[i];
+    if (limits.max_rows != 0 && v.shape.size() > limits.row_axis && v.shape[limits.row_axis] >= 0 &&
+        static_cast<uint64_t>(v.shape[limits.row_axis]) > limits.max_rows)
+      throw RequestTooLargeError(label("input", ins[i].name) + ": " + std::to_string(v.shape[limits.row_axis]) +
+                                 " rows (dim " + std::to_string(limits.row_axis) + " of shape " +
+                                 shape_to_string(v.shape) + ") exceed max_request_rows=" +
+                                 std::to_string(limits.max_rows));
+    if (limits.max_bytes == 0) continue;
+    const size_t bytes = view_bytes(v, label("input", ins[i].name));
+    if (__builtin_add_overflow(total, bytes, &total) || total > limits.max_bytes)
+      throw RequestTooLargeError(label("input", ins[i].name) + " (shape " + shape_to_string(v.shape) +
+                                 ") brings the request to more than max_request_bytes=" +
+                                 std::to_string(limits.max_bytes) + " bytes");
+  }
+}
 
 void Session::check_input(size_t index, const TensorView& view) const { check_fit(inputs_.at(index), view, "input"); }
 
@@ -329,6 +386,39 @@ std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& in
   }
 }
 
+void Session::check_no_overlap(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
+                               const std::vector<TensorView>& out) const {
+  struct Span {
+    const unsigned char* begin;
+    const unsigned char* end;
+    std::string what;
+  };
+  auto span = [](const TensorView& v, std::string what) {
+    const auto* b = static_cast<const unsigned char*>(v.data);
+    size_t bytes = 0;
+    if (b != nullptr && v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING && element_size(v.type) != 0)
+      bytes = view_bytes(v, what);
+    return Span{b, b + bytes, std::move(what)};
+  };
+  std::vector<Span> outs;
+  for (size_t k = 0; k < out.size(); ++k) {
+    if (out[k].data == nullptr) continue;
+    const size_t idx = outputs.empty() ? k : outputs[k];
+    Span s = span(out[k], label("output buffer for", outputs_[idx].name));
+    if (s.begin == s.end) continue;
+    for (const Span& o : outs)
+      if (s.begin < o.end && o.begin < s.end)
+        throw InvalidInputError(s.what + " and " + o.what + " overlap in memory: give each output its own buffer");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      Span in = span(inputs[i], "");
+      if (in.begin != in.end && s.begin < in.end && in.begin < s.end)
+        throw InvalidInputError(s.what + " overlaps " + label("input", inputs_[i].name) +
+                                ": onnxruntime would overwrite an input it is still reading");
+    }
+    outs.push_back(std::move(s));
+  }
+}
+
 std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
                                      const std::vector<TensorView>& out) const {
   if (inputs.size() != inputs_.size())
@@ -362,6 +452,8 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
         out_values.emplace_back(nullptr);
       }
     }
+
+    if (!out.empty()) check_no_overlap(inputs, outputs, out);
 
     session_.Run(Ort::RunOptions{nullptr}, input_names_.data(), in_values.data(), in_values.size(),
                  out_names.data(), out_values.data(), out_values.size());

@@ -52,6 +52,22 @@ struct SharedState {
 // handed to onnxruntime (the model's TensorProto must point there).
 std::string shared_weight_file(const std::string& initializer);
 
+// Bounds on one request, checked before fastort allocates anything for it.
+struct RequestLimits {
+  size_t max_bytes = 0;  // input bytes per request (see view_bytes); 0: no bound
+  size_t max_rows = 0;   // rows per request: the largest dim `row_axis` of its inputs; 0: no bound
+  size_t row_axis = 0;
+};
+
+// Bytes of a tensor view: elements * item size, or for strings the sum of their
+// lengths plus 16 bytes (a string_view) per element. Throws RequestTooLargeError when the computation overflows.
+size_t view_bytes(const TensorView& view, const std::string& what);
+
+// Throws RequestTooLargeError when `inputs` (one per model input `ins`) exceed
+// `limits`; names the input and the bound.
+void check_request_limits(const std::vector<TensorView>& inputs, const std::vector<IOInfo>& ins,
+                          const RequestLimits& limits);
+
 class Session {
  public:
   // Loads a model file (external data is resolved next to it) or serialized bytes.
@@ -100,6 +116,10 @@ class Session {
 
   Ort::Session& ort() noexcept { return session_; }
 
+  // Marks inputs that the model declares as rank 0 (see model_scan.h): their
+  // rank is then checked like any other. Called once, by open_*().
+  void mark_scalar_inputs(const std::vector<std::string>& names);
+
   struct Key {  // only open_*() construct sessions
    private:
     Key() = default;
@@ -112,6 +132,10 @@ class Session {
   // The memory info for a device view; throws InvalidInputError when the view's
   // device is not this session's.
   const OrtMemoryInfo* device_memory(const TensorView& view, const char* kind, const std::string& name) const;
+  // Throws InvalidInputError when two output buffers, or an output buffer and
+  // an input, share memory.
+  void check_no_overlap(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
+                        const std::vector<TensorView>& out) const;
 
   mutable Ort::Session session_;  // Run() is thread-safe in onnxruntime
   std::vector<IOInfo> inputs_;

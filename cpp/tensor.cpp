@@ -91,7 +91,8 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
   for (int64_t d : shape) {
     if (d < 0) throw InvalidInputError(what + ": negative dim in shape " + shape_to_string(shape));
     if (d != 0 && count > limit / static_cast<size_t>(d)) {
-      throw InvalidInputError(what + ": shape " + shape_to_string(shape) + " is too large");
+      throw RequestTooLargeError(what + ": shape " + shape_to_string(shape) +
+                                 " is too large (its byte size overflows)");
     }
     count *= static_cast<size_t>(d);
   }
@@ -101,6 +102,30 @@ size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size
 std::string Device::str() const {
   if (type == DeviceType::Cpu) return "cpu";
   return id < 0 ? std::string("cuda") : "cuda:" + std::to_string(id);
+}
+
+bool is_valid_utf8(std::string_view s) noexcept {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const auto* end = p + s.size();
+  while (p < end) {
+    const unsigned char c = *p++;
+    if (c < 0x80) continue;
+    int more;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) { more = 1; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { more = 2; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { more = 3; cp = c & 0x07; }
+    else return false;
+    if (end - p < more) return false;
+    for (int i = 0; i < more; ++i) {
+      if ((p[i] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3F);
+    }
+    p += more;
+    static constexpr uint32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[more] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+  }
+  return true;
 }
 
 std::string shape_to_string(const std::vector<int64_t>& shape) {

@@ -24,6 +24,9 @@ const char* element_type_name(ElementType type) noexcept;
 size_t checked_element_count(const std::vector<int64_t>& shape, size_t item_size,
                              const std::string& what);
 
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool is_valid_utf8(std::string_view s) noexcept;
+
 // "(2, 3)" / "()" for messages.
 std::string shape_to_string(const std::vector<int64_t>& shape);
 

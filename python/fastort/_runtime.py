@@ -22,6 +22,7 @@ from .errors import (
     ModelLoadError,
     QueueFullError,
     RequestTimeoutError,
+    RequestTooLargeError,
     RunError,
     RuntimeLoadError,
 )
@@ -38,6 +39,7 @@ _core._set_error_types(
         "runtime_load": RuntimeLoadError,
         "model_load": ModelLoadError,
         "invalid_input": InvalidInputError,
+        "too_large": RequestTooLargeError,
         "run": RunError,
         "queue_full": QueueFullError,
         "timeout": RequestTimeoutError,

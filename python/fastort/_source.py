@@ -43,6 +43,29 @@ def check_external_data(path: str) -> None:
                 )
 
 
+def check_no_external_data(blob: bytes) -> None:
+    """Refuses serialized model bytes that refer to external data files: bytes
+    have no folder, and onnxruntime would look for such files relative to the
+    process's working directory. Pass the model's path instead."""
+    if blob.find(b"location") < 0:  # the key of every external-data entry
+        return
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+        proto = onnx.load_from_string(blob)
+    except Exception:
+        return  # not a model onnx can read: onnxruntime says why
+    for tensor in _get_all_tensors(proto):
+        if uses_external_data(tensor):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelLoadError(
+                f"the model (given as bytes or a ModelProto) keeps tensor {tensor.name!r} in the external file "
+                f"{where!r}; bytes have no folder to bound where data may be read from: save the model and "
+                "pass its path"
+            )
+
+
 def describe(model: Any) -> str:
     if isinstance(model, (str, os.PathLike)):
         return repr(os.fspath(model))

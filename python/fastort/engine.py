@@ -40,7 +40,7 @@ import numpy as np
 from . import _core, _runtime
 from . import _providers as _prov
 from ._queue import chunks, deliver_completions, progress_bar
-from ._source import check_external_data, describe, model_bytes
+from ._source import check_external_data, check_no_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
 from .package import is_package, load_package
 from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
@@ -218,6 +218,12 @@ class Engine:
         priority_levels, padding: giving ``max_batch_size`` (or ``batching``)
             turns dynamic batching on; see :class:`BatchConfig`.
         batching: a :class:`BatchConfig` instead of the separate keywords.
+        max_request_bytes: most input bytes one request may carry (string
+            tensors: their UTF-8 bytes + 16 per element); a larger one fails with
+            RequestTooLargeError before fastort copies or allocates anything
+            for it. 0: no bound.
+        max_request_rows: most rows (dim ``batch_axis`` of its inputs) one
+            request may carry; 0: no bound.
         use_package_settings: for a package, take its recommended settings
             (providers, replicas, batching, ...) for every keyword not given;
             keywords given always win.
@@ -251,6 +257,8 @@ class Engine:
         batching: Optional[BatchConfig] = None,
         output_device: str = "cpu",
         pinned_staging: bool = True,
+        max_request_bytes: int = 0,
+        max_request_rows: int = 0,
         use_package_settings: bool = True,
     ) -> None:
         self._lock = threading.Lock()
@@ -292,6 +300,8 @@ class Engine:
             "replicas": replicas,
             "share_weights": bool(share_weights),
             "pinned_staging_min_bytes": PINNED_STAGING_MIN_BYTES if pinned_staging else 0,
+            "max_request_bytes": _int_option(max_request_bytes, "max_request_bytes", 0),
+            "max_request_rows": _int_option(max_request_rows, "max_request_rows", 0),
         }
         if batching is None and max_batch_size is not None:
             batching = BatchConfig(
@@ -305,6 +315,8 @@ class Engine:
             )
         elif batching is not None and max_batch_size is not None:
             raise ConfigError("give either batching=BatchConfig(...) or max_batch_size=..., not both")
+        options["row_axis"] = _int_option(batching.batch_axis if batching is not None else batch_axis,
+                                          "batch_axis", 0)
         # Settings of the request queue behind submit()/run_async() when batching is off.
         self._queue_config = batching or BatchConfig(
             max_batch_size=1, max_delay_us=0, max_queue=max_queue, max_queue_rows=max_queue_rows,
@@ -322,6 +334,7 @@ class Engine:
             source = path
         else:
             source = model_bytes(model)
+            check_no_external_data(source)
         weights: List[Tuple[str, np.ndarray]] = []
         self._weights_mapping: Any = None
         if replicas > 1 and share_weights:

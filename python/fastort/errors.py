@@ -17,6 +17,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "InvalidInputError",
+    "RequestTooLargeError",
     "RunError",
     "EngineClosedError",
     "ConfigError",
@@ -53,6 +54,11 @@ class ModelNotFoundError(ModelLoadError, FileNotFoundError):
 
 class InvalidInputError(FastortError, ValueError):
     """Inputs, output names or output buffers do not fit the model."""
+
+
+class RequestTooLargeError(InvalidInputError):
+    """The request exceeds the engine's ``max_request_bytes`` / ``max_request_rows``,
+    or its size computation overflows; refused before anything is allocated for it."""
 
 
 class RunError(FastortError, RuntimeError):

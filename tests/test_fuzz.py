@@ -1,0 +1,86 @@
+"""Fuzzing: a short smoke run of each atheris target (fuzz/), and the inputs the
+long runs found, kept as regression tests. The long run is documented in
+docs/RELIABILITY.md."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import fastort
+from fastort import InvalidInputError, ModelLoadError
+import models
+
+FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz")
+
+
+@pytest.mark.parametrize("target,runs", [("fuzz_load.py", 1500), ("fuzz_run.py", 1500)])
+def test_fuzz_smoke(target: str, runs: int, tmp_path):
+    pytest.importorskip("atheris")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(FUZZ, target), f"-runs={runs}", "-seed=1", "-rss_limit_mb=4096",
+         "-timeout=60", f"-artifact_prefix={tmp_path}{os.sep}"],
+        cwd=FUZZ, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Done {runs} runs" in proc.stderr
+    assert not list(tmp_path.iterdir())  # no crash, leak or timeout artifact
+
+
+def patched(model: onnx.ModelProto, marker: bytes, replacement: bytes) -> bytes:
+    """The serialized model with `marker` replaced by bytes of the same length
+    (protobuf's Python API cannot write strings that are not UTF-8)."""
+    blob = model.SerializeToString()
+    assert len(marker) == len(replacement) and blob.count(marker) >= 1
+    return blob.replace(marker, replacement)
+
+
+def test_found_input_name_not_utf8():
+    # fuzz_load: a model whose input name is not UTF-8 raised UnicodeDecodeError.
+    model = models.identity(TensorProto.FLOAT, ["n"])
+    model.graph.input[0].name = "QQQQ"
+    model.graph.node[0].input[0] = "QQQQ"
+    with pytest.raises(ModelLoadError, match=r"not valid UTF-8"):
+        fastort.Engine(patched(model, b"QQQQ", b"\xc4888"))
+
+
+def test_found_dim_name_not_utf8():
+    # fuzz_load: the same for a symbolic dim name.
+    model = models.identity(TensorProto.FLOAT, ["DDDD"])
+    with pytest.raises(ModelLoadError, match=r"not valid UTF-8"):
+        fastort.Engine(patched(model, b"DDDD", b"\xd0\xe8\xe8\xe8"))
+
+
+def test_found_onnxruntime_message_not_utf8():
+    # fuzz_load: onnxruntime's message quoted bytes of the model that are not
+    # UTF-8, and turning it into a Python exception raised UnicodeDecodeError.
+    graph = helper.make_graph([helper.make_node("OOOO", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    with pytest.raises(ModelLoadError, match=r"\\xd0"):
+        fastort.Engine(patched(model, b"OOOO", b"\xd0\xe8\xe8\xe8"), log_level="fatal")
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_found_surrogate_names_in_inputs_outputs_and_out(batching: bool):
+    # fuzz_run: a dict key, output name or out= key with a lone surrogate raised
+    # UnicodeEncodeError while the error message was built.
+    engine = fastort.Engine(models.tiny(), **({"max_batch_size": 4} if batching else {}))
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(InvalidInputError, match=r"unknown input '\\ud800'"):
+        engine.run({"x": x, "\ud800": x})
+    with pytest.raises(InvalidInputError, match=r"unknown output '\\ud800'"):
+        engine.run({"x": x}, outputs=["\ud800"])
+    with pytest.raises(InvalidInputError, match=r"'\\udc80'"):
+        engine.run({"x": x}, out={"\udc80": np.empty((1, 3), np.float32)})
+    if batching:
+        with pytest.raises(InvalidInputError, match=r"unknown input"):
+            engine.submit({"\ud800": x})
+    assert engine.run({"x": x})["y"].shape == (1, 3)
