@@ -84,3 +84,13 @@ def test_found_surrogate_names_in_inputs_outputs_and_out(batching: bool):
         with pytest.raises(InvalidInputError, match=r"unknown input"):
             engine.submit({"\ud800": x})
     assert engine.run({"x": x})["y"].shape == (1, 3)
+
+
+def test_found_str_array_with_invalid_code_points():
+    # fuzz_run (under ASan, from a guided run's corpus): a numpy str array whose
+    # memory holds a code point past U+10FFFF raised SystemError from numpy.
+    engine = fastort.Engine(models.identity(TensorProto.STRING, ["n"]))
+    bad = np.frombuffer(b"\x9e\x9e\x9e\x9e" * 2, "U1")
+    with pytest.raises(InvalidInputError, match=r"input 'x': its string elements cannot be read"):
+        engine.run({"x": bad})
+    assert engine.run({"x": np.array(["ok"])})["y"][0] == "ok"
