@@ -9,7 +9,7 @@
 #          (LeakSanitizer off: CPython's own allocations swamp it), then the
 #          native benchmark and batcher drivers (no Python) with LeakSanitizer on.
 # thread:  ThreadSanitizer on the native batcher driver (pool + batcher under
-#          concurrent clients) and the queue/fault tests; reports inside
+#          concurrent clients), then the whole pytest suite; reports inside
 #          onnxruntime are suppressed (scripts/sanitizers/tsan.supp), never
 #          reports in fastort's own code.
 # Any sanitizer report fails the run (exit status != 0).
@@ -80,7 +80,7 @@ if [ "$kind" = address ]; then
 else
   echo "== native batcher driver under TSan"
   "$bin/fastort_bench_batcher" "$ORT_LIB" "$models/mlp.onnx" --clients 1,8,32 --seconds 2 --warmup 0.2 > /dev/null
-  echo "== queue and fault tests under TSan"
-  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests/test_queue.py tests/test_faults.py "$@"
+  echo "== pytest under TSan"
+  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests "$@"
 fi
 echo "== sanitize ($kind): no reports"
