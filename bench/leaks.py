@@ -24,7 +24,7 @@ import gc
 import os
 import sys
 import time
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import fastort  # noqa: E402
 import models  # noqa: E402
 
+_libc: Optional[ctypes.CDLL]
 try:
     _libc = ctypes.CDLL("libc.so.6")
 except OSError:  # pragma: no cover - not glibc

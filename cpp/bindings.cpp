@@ -480,9 +480,12 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
     try {
       items = arr.attr("ravel")().attr("tolist")();
     } catch (py::error_already_set& e) {
-      if (!e.matches(PyExc_MemoryError)) throw;
-      throw RequestTooLargeError(what() + ": no memory for the " + std::to_string(count) +
-                                 " strings of this array; set max_request_bytes");
+      if (e.matches(PyExc_MemoryError))
+        throw RequestTooLargeError(what() + ": no memory for the " + std::to_string(count) +
+                                   " strings of this array; set max_request_bytes");
+      // e.g. a numpy str array whose memory holds code points past U+10FFFF
+      throw InvalidInputError(what() + ": its string elements cannot be read (" + text_of(e.type().attr("__name__")) +
+                              ": " + text_of(e.value()) + ")");
     }
     held.utf8.reserve(items.size());
     size_t i = 0;

@@ -7,9 +7,11 @@
 #
 # address: AddressSanitizer + UndefinedBehaviorSanitizer; the whole pytest suite
 #          (LeakSanitizer off: CPython's own allocations swamp it), then the
-#          native benchmark and batcher drivers (no Python) with LeakSanitizer on.
+#          native benchmark and batcher drivers and fastort_check_core (no
+#          Python; FASTORT_CHECK_ITERS mutants, default 200000) with
+#          LeakSanitizer on.
 # thread:  ThreadSanitizer on the native batcher driver (pool + batcher under
-#          concurrent clients) and the queue/fault tests; reports inside
+#          concurrent clients), then the whole pytest suite; reports inside
 #          onnxruntime are suppressed (scripts/sanitizers/tsan.supp), never
 #          reports in fastort's own code.
 # Any sanitizer report fails the run (exit status != 0).
@@ -64,8 +66,11 @@ trap show_reports EXIT
 import sys
 sys.path.insert(0, "tests")
 import onnx
-from models import mlp
-onnx.save(mlp((64, 128, 16)), sys.argv[1] + "/mlp.onnx")
+from onnx import TensorProto
+import models
+onnx.save(models.mlp((64, 128, 16)), sys.argv[1] + "/mlp.onnx")
+onnx.save(models.scalar_plus_matrix(), sys.argv[1] + "/scalar.onnx")
+onnx.save(models.identity(TensorProto.STRING, ["n"]), sys.argv[1] + "/strings.onnx")
 PY
 bin=$site/fastort/_bin
 
@@ -77,10 +82,13 @@ if [ "$kind" = address ]; then
     --iters 2000 --warmup 200 --rounds 2 --threads 2 > /dev/null
   ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" "$bin/fastort_bench_batcher" "$ORT_LIB" "$models/mlp.onnx" \
     --clients 1,8 --seconds 2 --warmup 0.2 > /dev/null
+  ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=1" "$bin/fastort_check_core" "$ORT_LIB" "$models"/mlp.onnx \
+    "$models/scalar.onnx" "$models/strings.onnx" --iters "${FASTORT_CHECK_ITERS:-200000}"
 else
   echo "== native batcher driver under TSan"
   "$bin/fastort_bench_batcher" "$ORT_LIB" "$models/mlp.onnx" --clients 1,8,32 --seconds 2 --warmup 0.2 > /dev/null
-  echo "== queue and fault tests under TSan"
-  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests/test_queue.py tests/test_faults.py "$@"
+  "$bin/fastort_check_core" "$ORT_LIB" "$models/mlp.onnx" --iters 2000
+  echo "== pytest under TSan"
+  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests "$@"
 fi
 echo "== sanitize ($kind): no reports"

@@ -219,15 +219,15 @@ def test_exceptions_inside_map_iterators():
 
 def test_keyboard_interrupt_during_a_blocking_run():
     engine = slow_engine(max_batch_size=1)
-    blocker = engine.submit({"x": slow_input(2048)})  # a few hundred ms
-    timer = threading.Timer(0.05, _thread.interrupt_main)
+    blocker = engine.submit({"x": slow_input(4096)})  # about a second
+    timer = threading.Timer(0.15, _thread.interrupt_main)
     timer.start()
     t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         engine.run({"x": slow_input()})  # queued behind the blocker: Ctrl-C cancels it
     assert time.monotonic() - t0 < 5
     timer.join()
-    assert blocker.result(timeout=WAIT)["y"].shape == (2048, 256)
+    assert blocker.result(timeout=WAIT)["y"].shape == (4096, 256)
     assert engine.run({"x": slow_input(3)})["y"].shape == (3, 256)  # and it keeps serving
     stats = engine.stats()
     assert stats["cancelled"] == 1

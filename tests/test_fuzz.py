@@ -84,3 +84,32 @@ def test_found_surrogate_names_in_inputs_outputs_and_out(batching: bool):
         with pytest.raises(InvalidInputError, match=r"unknown input"):
             engine.submit({"\ud800": x})
     assert engine.run({"x": x})["y"].shape == (1, 3)
+
+
+def test_found_str_array_with_invalid_code_points():
+    # fuzz_run (under ASan, from a guided run's corpus): a numpy str array whose
+    # memory holds a code point past U+10FFFF raised SystemError from numpy.
+    engine = fastort.Engine(models.identity(TensorProto.STRING, ["n"]))
+    bad = np.frombuffer(b"\x9e\x9e\x9e\x9e" * 2, "U1")
+    with pytest.raises(InvalidInputError, match=r"input 'x': its string elements cannot be read"):
+        engine.run({"x": bad})
+    assert engine.run({"x": np.array(["ok"])})["y"][0] == "ok"
+
+
+def test_native_core_checks(tmp_path):
+    # fuzz/check_core.cpp: overflowing shapes given straight to the C++ core,
+    # overlapping buffers, and a model-bytes mutation loop (the rank-0 scan on
+    # every mutant, onnxruntime's loader on some).
+    binary = os.path.join(os.path.dirname(fastort.__file__), "_bin", "fastort_check_core")
+    if not os.path.exists(binary):
+        pytest.skip("fastort was built without the native programs (FASTORT_BUILD_BENCH=OFF)")
+    paths = []
+    for name, model in [("mlp", models.mlp((64, 128, 16))), ("scalar", models.scalar_plus_matrix()),
+                        ("strings", models.identity(TensorProto.STRING, ["n"]))]:
+        paths.append(str(tmp_path / f"{name}.onnx"))
+        onnx.save(model, paths[-1])
+    lib = fastort.runtime_info()["library_path"]
+    proc = subprocess.run([binary, lib, *paths, "--iters", "20000"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check_core: ok" in proc.stdout and "4 overflowing shapes refused" in proc.stdout
+    assert "20000 mutants scanned" in proc.stdout
