@@ -100,8 +100,10 @@ def test_native_core_checks(tmp_path):
     # fuzz/check_core.cpp: overflowing shapes given straight to the C++ core,
     # overlapping buffers, and a model-bytes mutation loop (the rank-0 scan on
     # every mutant, onnxruntime's loader on some).
-    binary = os.path.join(os.path.dirname(fastort.__file__), "_bin", "fastort_check_core")
-    if not os.path.exists(binary):
+    from fastort.benchmark import native_binary
+
+    binary = native_binary("fastort_check_core")
+    if binary is None:
         pytest.skip("fastort was built without the native programs (FASTORT_BUILD_BENCH=OFF)")
     paths = []
     for name, model in [("mlp", models.mlp((64, 128, 16))), ("scalar", models.scalar_plus_matrix()),
