@@ -58,7 +58,11 @@ show_reports() {
   rm -rf "$models"
   exit $rc
 }
-LD_PRELOAD=$runtime "$py" -c 'import fastort, sys; assert "sanitize" in fastort.__file__, fastort.__file__; print("fastort from", fastort.__file__)'
+if ! LD_PRELOAD=$runtime "$py" -c 'import fastort, sys; assert "sanitize" in fastort.__file__, fastort.__file__; print("fastort from", fastort.__file__)'; then
+  echo "error: .venv imports another fastort before $site (an editable install's import hook wins over" >&2
+  echo "PYTHONPATH): reinstall it as scripts/setup.sh does (pip install --no-build-isolation '.[test]')" >&2
+  exit 1
+fi
 
 models=$(mktemp -d)
 trap show_reports EXIT

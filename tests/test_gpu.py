@@ -343,7 +343,7 @@ class _DLManagedTensor(ctypes.Structure):
 _capsule_new = ctypes.pythonapi.PyCapsule_New
 _capsule_new.restype = ctypes.py_object
 _capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-_DLTENSOR_NAME = ctypes.c_char_p(b"dltensor")
+_DLTENSOR_NAME = b"dltensor"  # module-level: the capsule keeps a pointer to these bytes
 
 
 class FakeCudaDLPack:
@@ -367,7 +367,7 @@ class FakeCudaDLPack:
         return self.device
 
     def __dlpack__(self, **kwargs):
-        return _capsule_new(ctypes.addressof(self.managed), _DLTENSOR_NAME.value, None)
+        return _capsule_new(ctypes.addressof(self.managed), _DLTENSOR_NAME, None)
 
 
 @pytest.mark.parametrize("make", [FakeCudaArray, FakeCudaDLPack], ids=["cuda_array_interface", "dlpack"])
