@@ -21,21 +21,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 
 import numpy as np
 
-from .errors import (  # re-exported: the preparation steps' errors
-    PrepareError,
-    MissingDependencyError,
-    ConversionError,
-    ValidationError,
-    ConversionMismatchError,
-    OptimizationError,
-    QuantizationError,
-    CalibrationError,
-    PackageError,
-    PackageIntegrityError,
-    FastortError,
-    ModelLoadError,
-    ModelNotFoundError,
-)
+from .errors import MissingDependencyError, ValidationError, ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -43,16 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .validate import ValidationReport
 
 __all__ = [
-    "PrepareError",
-    "MissingDependencyError",
-    "ConversionError",
-    "ValidationError",
-    "ConversionMismatchError",
-    "OptimizationError",
-    "QuantizationError",
-    "CalibrationError",
-    "PackageError",
-    "PackageIntegrityError",
     "ModelStats",
     "StepResult",
     "EXTRAS",

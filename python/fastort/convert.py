@@ -26,12 +26,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import numpy as np
 
 from ._prep import (
-    ConversionError,
-    ConversionMismatchError,
-    MissingDependencyError,
     ModelStats,
     StepResult,
-    ValidationError,
     _as_array,
     is_keras,
     load_model,
@@ -40,6 +36,7 @@ from ._prep import (
     set_training,
     tool_versions,
 )
+from .errors import ConversionError, ConversionMismatchError, MissingDependencyError, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

@@ -29,7 +29,6 @@ import numpy as np
 
 from ._prep import (
     ModelStats,
-    OptimizationError,
     StepResult,
     TempDir,
     available,
@@ -46,6 +45,7 @@ from ._prep import (
     synthetic_inputs,
     tool_versions,
 )
+from .errors import OptimizationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

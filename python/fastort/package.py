@@ -21,8 +21,6 @@ import shutil
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._prep import (
-    PackageError,
-    PackageIntegrityError,
     StepResult,
     _jsonable,
     graph_inputs,
@@ -31,6 +29,7 @@ from ._prep import (
     model_size,
     tool_versions,
 )
+from .errors import PackageError, PackageIntegrityError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

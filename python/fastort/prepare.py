@@ -25,18 +25,8 @@ import numpy as np
 
 from ._prep import (
     make_module_callable,
-    CalibrationError,
-    ConversionError,
-    ConversionMismatchError,
-    MissingDependencyError,
     ModelStats,
-    OptimizationError,
-    PackageError,
-    PackageIntegrityError,
-    PrepareError,
-    QuantizationError,
     StepResult,
-    ValidationError,
     first_row,
     format_bytes,
     format_table,
@@ -44,6 +34,18 @@ from ._prep import (
     measure_latency,
     normalize_feeds,
     synthetic_inputs,
+)
+from .errors import (
+    CalibrationError,
+    ConversionError,
+    ConversionMismatchError,
+    MissingDependencyError,
+    OptimizationError,
+    PackageError,
+    PackageIntegrityError,
+    PrepareError,
+    QuantizationError,
+    ValidationError,
 )
 from .convert import convert, framework_of
 from .optimize import optimize

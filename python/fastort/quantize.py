@@ -30,9 +30,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 import numpy as np
 
 from ._prep import (
-    CalibrationError,
     ModelStats,
-    QuantizationError,
     StepResult,
     TempDir,
     available,
@@ -50,7 +48,7 @@ from ._prep import (
     take_rows,
     tool_versions,
 )
-from .errors import InvalidInputError
+from .errors import CalibrationError, InvalidInputError, QuantizationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx

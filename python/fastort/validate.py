@@ -28,7 +28,6 @@ import numpy as np
 from ._prep import (
     make_module_callable,
     StepResult,
-    ValidationError,
     _as_array,
     format_table,
     graph_inputs,
@@ -40,6 +39,7 @@ from ._prep import (
     set_training,
     synthetic_inputs,
 )
+from .errors import ValidationError
 
 __all__ = ["validate", "ValidationReport", "OutputReport", "ValidationError", "run_model"]
 
