@@ -10,6 +10,7 @@ Model preparation (docs/PREPARE.md):
     fastort validate REFERENCE CANDIDATE ... compare outputs within tolerances
     fastort package MODEL -o DIR ...         a model directory with a hashed manifest
     fastort prepare MODEL -o DIR ...         all of the above, with a before/after table
+    fastort tune MODEL --clients N ... -o DIR   the fastest configuration meeting your targets (docs/TUNE.md)
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _info(argv: List[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``fastort`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: fastort {info,bench,convert,optimize,quantize,validate,package,prepare} ... "
+    usage = ("usage: fastort {info,bench,convert,optimize,quantize,validate,package,prepare,tune} ... "
              "(fastort COMMAND --help for details)")
     if not args or args[0] in ("-h", "--help"):
         print(__doc__.strip() if __doc__ else usage)
@@ -144,6 +145,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .benchmark import main as bench_main
 
             return bench_main(rest)
+        if command == "tune":
+            from .tune.cli import main as tune_main
+
+            return tune_main(rest)
         from ._prepare_cli import COMMANDS
 
         if command in COMMANDS:

@@ -46,7 +46,8 @@ MODEL_FILE = "model.onnx"
 
 #: Engine keyword arguments a manifest's ``runtime`` section may set.
 ENGINE_KEYS = ("providers", "replicas", "intra_op_threads", "inter_op_threads", "graph_optimization",
-               "execution_mode", "session_config", "max_batch_size", "max_delay_us", "max_queue", "batch_axis")
+               "execution_mode", "session_config", "max_batch_size", "max_delay_us", "max_queue", "batch_axis",
+               "use_global_thread_pool")
 
 
 def _sha256(path: str) -> str:
@@ -269,6 +270,30 @@ def verify_package(path: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     return manifest
 
 
+def _warn_if_tuned_elsewhere(folder: str, manifest: Mapping[str, Any]) -> None:
+    """Settings tuned by ``fastort tune`` hold for the CPU they were measured
+    on: warn when this machine's CPU model or core count differs."""
+    extra = manifest.get("extra")
+    tuned = extra.get("tuned_on") if isinstance(extra, dict) else None
+    if not isinstance(tuned, dict):
+        return
+    here: Dict[str, Any] = {"cpu": "unknown", "cores": os.cpu_count()}
+    try:
+        here["cores"] = len(os.sched_getaffinity(0))
+        with open("/proc/cpuinfo") as f:
+            here["cpu"] = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown")
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        pass
+    diffs = [f"{k} {tuned.get(k)!r} there, {here.get(k)!r} here" for k in ("cpu", "cores")
+             if tuned.get(k) is not None and tuned.get(k) != here.get(k)]
+    if diffs:
+        import warnings
+
+        warnings.warn(f"fastort: package {folder} was tuned on another machine ({'; '.join(diffs)}): its settings "
+                      "may not be the fastest here; re-run `fastort tune` on this machine", RuntimeWarning,
+                      stacklevel=4)
+
+
 def load_package(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Dict[str, Any]]:
     """Verifies the package at ``path`` (a directory, or its ``fastort.json``)
     and returns ``(model_path, engine_kwargs)``: the ONNX file to load and the
@@ -278,6 +303,7 @@ def load_package(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Dict[str, A
     runtime = manifest.get("runtime") or {}
     if not isinstance(runtime, dict):
         raise PackageError(f"package {folder}: 'runtime' in {MANIFEST} must be an object")
+    _warn_if_tuned_elsewhere(folder, manifest)
     kwargs = {k: runtime[k] for k in ENGINE_KEYS if k in runtime and runtime[k] is not None}
     if "providers" in kwargs and isinstance(kwargs["providers"], list):
         kwargs["providers"] = tuple(kwargs["providers"])

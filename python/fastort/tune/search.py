@@ -1,0 +1,335 @@
+"""The search: measure candidates cheapest first under the user's load, with
+a plain-onnxruntime baseline measured between them, judge each against the
+targets (hard constraints), and return the best feasible one, or the closest
+one with the reasons every candidate missed. Never ends without a result."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import warnings
+import weakref
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import ConfigError, FastortError, ModelNotFoundError
+from . import space, variants
+from .config import Budget, Load, Targets, check_allow, check_objective
+from .inputs import InputSet, make_inputs
+from .load import Measurement, OrtTarget, measure
+from .result import CandidateResult, TuneResult, rank_key
+from .space import Config
+
+DEFAULT_ALLOW = ("threads", "replicas", "batching", "precision", "quantize", "optimize")
+
+
+def _rss_mb() -> Optional[float]:
+    """Resident memory of this process (Linux), MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _machine() -> Dict[str, Any]:
+    from ..benchmark import machine_info
+
+    info = machine_info()
+    info["cores"] = space.cores()
+    return info
+
+
+def _as(value: Any, cls: Any, what: str) -> Any:
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        try:
+            return cls(**value)
+        except TypeError as e:
+            raise ConfigError(f"{what}: {e}") from None
+    raise ConfigError(f"{what} must be a {cls.__name__} (or a dict of its fields), got {type(value).__name__}")
+
+
+def _model_path(model: Any, folder: str) -> Tuple[str, str]:
+    """(path of the ONNX file to tune, its description)."""
+    import fastort
+
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if fastort.package.is_package(path):
+            return fastort.package.load_package(path)[0], path
+        if not os.path.exists(path):
+            raise ModelNotFoundError(f"model file not found: {path}")
+        return path, path
+    import onnx
+
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        proto = onnx.load_from_string(bytes(model))
+    elif isinstance(model, onnx.ModelProto):
+        proto = model
+    else:
+        raise ConfigError(f"model must be an .onnx path, a package directory, bytes or an onnx.ModelProto, "
+                          f"got {type(model).__name__}")
+    path = os.path.join(folder, "original.onnx")
+    onnx.save_model(proto, path)
+    return path, f"<{proto.graph.name or 'model'}>"
+
+
+class _Run:
+    """State of one tuning run (the candidates, the baseline, the clock)."""
+
+    def __init__(self, path: str, inputs: InputSet, load: Load, targets: Targets, budget: Budget,
+                 objective: str, progress: bool, with_baseline: bool) -> None:
+        self.path, self.inputs, self.load, self.targets = path, inputs, load, targets
+        self.budget, self.objective, self.with_baseline = budget, objective, with_baseline
+        self.start = time.perf_counter()
+        self.deadline = self.start + budget.seconds
+        self.candidates: List[CandidateResult] = []
+        self.baseline: List[Tuple[int, Measurement]] = []
+        self.skipped: List[Tuple[str, str]] = []
+        self.exhausted = False
+        self.since_baseline = 0
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=0, desc="fastort tune", unit="cand", disable=not progress, leave=False)
+
+    def out_of_budget(self) -> bool:
+        if not self.candidates:
+            return False  # the first candidate (fastort's defaults) always runs
+        if time.perf_counter() >= self.deadline:
+            return True
+        return self.budget.trials is not None and len(self.candidates) >= self.budget.trials
+
+    def measure_baseline(self) -> None:
+        if not self.with_baseline:
+            return
+        target = OrtTarget(self.path, workers=min(64, self.load.concurrency))
+        try:
+            m = measure(target, self.inputs, self.load, self.budget, self.deadline)
+        finally:
+            target.close()
+        self.baseline.append((len(self.candidates), m))
+        self.since_baseline = 0
+
+    def latest_baseline(self) -> Optional[float]:
+        for _, m in reversed(self.baseline):
+            if m.error is None and m.throughput > 0:
+                return m.throughput
+        return None
+
+    def evaluate(self, config: Config, stage: str, variant: variants.Variant) -> Optional[CandidateResult]:
+        """Measures one candidate; None when the budget is spent."""
+        import fastort
+
+        if self.out_of_budget():
+            self.exhausted = True
+            self.skipped.append((config.label(), "budget spent"))
+            return None
+        if self.with_baseline and self.since_baseline >= self.budget.baseline_every > 0:
+            self.measure_baseline()
+        c = CandidateResult(config=config, stage=stage, error=variant.error, error_ok=variant.error_ok,
+                            error_detail=variant.error_detail, size_bytes=variant.size_bytes,
+                            notes=list(variant.notes), index=len(self.candidates))
+        rss0 = _rss_mb()
+        engine = None
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                engine = fastort.Engine(variant.path, **config.engine_kwargs())
+            c.notes.extend(str(w.message) for w in caught)
+            engine.run(self.inputs.requests[0])
+            m = measure(engine, self.inputs, self.load, self.budget, self.deadline)
+            rss1 = _rss_mb()
+            c.measurement = m
+            c.memory_mb = None if rss0 is None or rss1 is None else max(0.0, rss1 - rss0)
+            if m.error is not None:
+                c.failed = m.error
+        except (FastortError, MemoryError) as e:
+            c.failed = f"{type(e).__name__}: {e}"
+        finally:
+            if engine is not None:
+                engine.close()
+        c.baseline_throughput = self.latest_baseline()
+        c.judge(self.targets)
+        self.candidates.append(c)
+        self.since_baseline += 1
+        best = self.best()
+        self.bar.update(1)
+        if best is not None and best.measurement is not None:
+            self.bar.set_postfix_str(f"best: {best.config.label()} {best.measurement.throughput:,.0f} req/s"
+                                     + (f" ({best.ratio:.2f}x ort)" if best.ratio else "")
+                                     + ("" if best.feasible else " [misses targets]"))
+        return c
+
+    def run_stage(self, configs: Sequence[Config], stage: str, variant: variants.Variant) -> None:
+        self.bar.total += len(configs)
+        self.bar.refresh()
+        for cfg in configs:
+            if self.evaluate(cfg, stage, variant) is None:
+                self.skipped.extend((c.label(), "budget spent") for c in configs[configs.index(cfg) + 1:])
+                return
+
+    def best(self, pool: Optional[Sequence[CandidateResult]] = None) -> Optional[CandidateResult]:
+        ranked = sorted(pool if pool is not None else self.candidates, key=lambda c: rank_key(c, self.objective))
+        return ranked[0] if ranked and ranked[0].measurement is not None else None
+
+    def best_config(self, fallback: Config) -> Config:
+        b = self.best()
+        return b.config if b is not None else fallback
+
+    def finish(self) -> None:
+        """Final baseline, then each candidate's ratio against the mean of the
+        baselines measured just before and just after it."""
+        if self.with_baseline and self.since_baseline > 0 and time.perf_counter() < self.deadline + 30:
+            self.measure_baseline()
+        ok = [(i, m.throughput) for i, m in self.baseline if m.error is None and m.throughput > 0]
+        for c in self.candidates:
+            before = [t for i, t in ok if i <= c.index]
+            after = [t for i, t in ok if i > c.index]
+            near = ([before[-1]] if before else []) + ([after[0]] if after else [])
+            c.baseline_throughput = sum(near) / len(near) if near else None
+        self.bar.close()
+
+
+def tune(
+    model: Any,
+    *,
+    inputs: Any = None,
+    dims: Optional[Mapping[str, int]] = None,
+    allow_default_dims: bool = False,
+    clients: Optional[int] = None,
+    arrival_rate: Optional[float] = None,
+    targets: Union[Targets, Mapping[str, Any], None] = None,
+    budget: Union[Budget, Mapping[str, Any], None] = None,
+    providers: Optional[Sequence[Any]] = None,
+    allow: Sequence[str] = DEFAULT_ALLOW,
+    objective: str = "throughput",
+    calibration: Any = None,
+    output: Optional[Union[str, "os.PathLike[str]"]] = None,
+    overwrite: bool = False,
+    baseline: bool = True,
+    progress: bool = True,
+) -> TuneResult:
+    """Finds the fastest configuration of ``model`` that meets ``targets`` under
+    the given load, measured on this machine.
+
+    Args:
+        model: an .onnx path, a package directory, bytes or an onnx.ModelProto.
+        inputs: sample requests: arrays (dict/list/tuple/array, cut into 1-row
+            requests), an .npy/.npz path, a list of request dicts (shapes may
+            vary), a generator, or a callable returning a request. None:
+            synthesised from the declared shapes (the result says so).
+        dims: sizes of symbolic dims for synthetic inputs, ``{"seq": 128}``
+            (or ``{"input:axis": n}`` for unnamed dims); a free leading dim is
+            the request's rows (1 unless given).
+        allow_default_dims: accept 1 for symbolic dims not in ``dims``.
+        clients / arrival_rate: closed-loop clients, or open-loop requests/s
+            (one of them; default 1 client).
+        targets: :class:`Targets` (hard constraints).
+        budget: :class:`Budget` (time, trials, measurement windows).
+        providers: providers to try (default: CPU plus what ``fastort.devices()``
+            reports, when available).
+        allow: knobs to search: "threads", "replicas", "batching", "precision",
+            "quantize", "optimize".
+        objective: "throughput" (default) or "latency" (least p99).
+        calibration: data for static int8 quantization (default: the inputs,
+            when they are real).
+        output: write the winner as a package there (see :meth:`TuneResult.save`).
+        baseline: measure a plain onnxruntime InferenceSession between candidates.
+        progress: show a progress bar with the current best.
+    """
+    import fastort
+
+    targets = _as(targets, Targets, "targets")
+    budget = _as(budget, Budget, "budget")
+    allow = check_allow(allow)
+    objective = check_objective(objective)
+    notes: List[str] = []
+    if clients is None and arrival_rate is None:
+        clients = 1
+        notes.append("no load given: measured with 1 closed-loop client (give clients= or arrival_rate=)")
+    load = Load(clients=clients, arrival_rate=arrival_rate)
+    if providers is not None and (isinstance(providers, str) or not list(providers)):
+        providers = [providers] if isinstance(providers, str) and providers else None
+        if providers is None:
+            raise ConfigError("providers must be a non-empty sequence of providers to try")
+    if output is not None and os.path.exists(output) and os.listdir(output) and not overwrite:
+        raise ConfigError(f"output directory {os.fspath(output)} is not empty: pass overwrite=True to replace it")
+
+    tmp = tempfile.TemporaryDirectory(prefix="fastort-tune-")
+    try:
+        path, source = _model_path(model, tmp.name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe = fastort.Engine(path, intra_op_threads=1)
+        with probe:
+            specs, out_specs = probe.inputs, probe.outputs
+        inputs_set = make_inputs(inputs, specs, dims, allow_default_dims)
+        notes = inputs_set.notes + notes
+        batchable = all(s.shape and not isinstance(s.shape[0], int) for s in list(specs) + list(out_specs))
+        provs, prov_notes = space.available_providers(providers)
+        notes += prov_notes
+        n_cores = space.cores()
+        run = _Run(path, inputs_set, load, targets, budget, objective, progress, baseline)
+        original = variants.Variant("original", path, os.path.getsize(path))
+        all_variants: Dict[str, str] = {"original": path}
+        try:
+            run.measure_baseline()
+            default = Config(provider=provs[0])
+            run.run_stage([default], "default", original)
+            stage = space.thread_stage(default, provs, n_cores, allow)
+            run.run_stage([c for c in stage if c != default], "threads", original)
+            if "replicas" in allow and load.concurrency > 1:
+                run.run_stage(space.replica_stage(run.best_config(default), n_cores, load.concurrency),
+                              "replicas", original)
+            if "batching" in allow:
+                if not batchable:
+                    notes.append("batching not tried: the model has no dynamic batch dim on every input and output")
+                elif load.concurrency > 1:
+                    run.run_stage(space.batching_stage(run.best_config(default), load.concurrency,
+                                                       inputs_set.rows_per_request), "batching", original)
+            if "optimize" in allow:
+                run.run_stage(space.graph_stage(run.best_config(default)), "graph", original)
+            best = run.best_config(default)
+            batches = inputs_set.validation_batches(batchable)
+            for name, reason in variants.plan(allow, best.provider, inputs_set.synthetic, calibration):
+                if reason is not None:
+                    run.skipped.append((name, reason))
+                    continue
+                if run.out_of_budget():
+                    run.exhausted = True
+                    run.skipped.append((name, "budget spent"))
+                    continue
+                try:
+                    vpath, vnotes = variants.build(name, path, tmp.name, batches, calibration, best.provider)
+                    err, ok, detail = variants.error_of(path, vpath, batches, targets)
+                except (FastortError, ValueError, RuntimeError) as e:
+                    run.skipped.append((name, f"could not be made: {type(e).__name__}: {str(e).splitlines()[0]}"))
+                    continue
+                all_variants[name] = vpath
+                v = variants.Variant(name, vpath, os.path.getsize(vpath), err, ok, detail, vnotes)
+                from dataclasses import replace
+
+                run.run_stage([replace(best, variant=name)], "variants", v)
+        finally:
+            run.finish()
+        ranked = sorted(run.candidates, key=lambda c: rank_key(c, objective))
+        winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
+        if inputs_set.synthetic and winner is not None:
+            winner.notes.append("measured on synthetic inputs")
+        result = TuneResult(
+            model=source, winner=winner, feasible=bool(winner and winner.feasible), candidates=run.candidates,
+            baseline=[m for _, m in run.baseline], synthetic_inputs=inputs_set.synthetic,
+            inputs=inputs_set.description, load=load, targets=targets, budget=budget, objective=objective,
+            machine=_machine(), elapsed_s=time.perf_counter() - run.start, budget_exhausted=run.exhausted,
+            skipped=run.skipped, notes=notes, variant_paths=all_variants, _tmp=tmp)
+        weakref.finalize(result, tmp.cleanup)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    if output is not None:
+        result.save(output, overwrite=overwrite)
+    return result
