@@ -191,7 +191,11 @@ def _open_loop(target: Target, inputs: InputSet, rate: float, rec: _Recorder, st
                 stop.set()
                 break
             i += 1
-            fut.add_done_callback(lambda f, s=scheduled: finished(f, s))
+
+            def done(f: "concurrent.futures.Future[Any]", s: float = scheduled) -> None:
+                finished(f, s)
+
+            fut.add_done_callback(done)
 
     t = threading.Thread(target=dispatcher, daemon=True, name="fastort-tune-arrivals")
     t.start()

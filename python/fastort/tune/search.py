@@ -243,8 +243,9 @@ def tune(
     """
     import fastort
 
-    targets = _as(targets, Targets, "targets")
-    budget = _as(budget, Budget, "budget")
+    targets_: Targets = _as(targets, Targets, "targets")
+    budget_: Budget = _as(budget, Budget, "budget")
+    targets, budget = targets_, budget_
     allow = check_allow(allow)
     objective = check_objective(objective)
     notes: List[str] = []
@@ -273,7 +274,7 @@ def tune(
         provs, prov_notes = space.available_providers(providers)
         notes += prov_notes
         n_cores = space.cores()
-        run = _Run(path, inputs_set, load, targets, budget, objective, progress, baseline)
+        run = _Run(path, inputs_set, load, targets_, budget_, objective, progress, baseline)
         original = variants.Variant("original", path, os.path.getsize(path))
         all_variants: Dict[str, str] = {"original": path}
         try:
@@ -305,7 +306,7 @@ def tune(
                     continue
                 try:
                     vpath, vnotes = variants.build(name, path, tmp.name, batches, calibration, best.provider)
-                    err, ok, detail = variants.error_of(path, vpath, batches, targets)
+                    err, ok, detail = variants.error_of(path, vpath, batches, targets_)
                 except (FastortError, ValueError, RuntimeError) as e:
                     run.skipped.append((name, f"could not be made: {type(e).__name__}: {str(e).splitlines()[0]}"))
                     continue
@@ -323,7 +324,7 @@ def tune(
         result = TuneResult(
             model=source, winner=winner, feasible=bool(winner and winner.feasible), candidates=run.candidates,
             baseline=[m for _, m in run.baseline], synthetic_inputs=inputs_set.synthetic,
-            inputs=inputs_set.description, load=load, targets=targets, budget=budget, objective=objective,
+            inputs=inputs_set.description, load=load, targets=targets_, budget=budget_, objective=objective,
             machine=_machine(), elapsed_s=time.perf_counter() - run.start, budget_exhausted=run.exhausted,
             skipped=run.skipped, notes=notes, variant_paths=all_variants, _tmp=tmp)
         weakref.finalize(result, tmp.cleanup)

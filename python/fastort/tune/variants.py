@@ -128,7 +128,7 @@ def error_of(reference: str, candidate: str, batches: List[Dict[str, np.ndarray]
     atol = targets.max_error if targets.max_error is not None else 1e30
     worst, ok, detail = 0.0, True, ""
     for feeds in batches:
-        rep = fastort.validate(reference, candidate, feeds, rtol=0.0, atol=atol, raise_on_failure=False)
+        rep = fastort.validate.validate(reference, candidate, feeds, rtol=0.0, atol=atol, raise_on_failure=False)
         worst = max(worst, rep.max_abs_error)
         labels = [o for o in rep.outputs if o.kind != "numeric" and not o.passed]
         if labels:
