@@ -163,12 +163,14 @@ def test_symbolic_dims_must_be_given(tmp_path):
     model = seq_model()
     with pytest.raises(ConfigError, match=r"'seq'.*--dims name=size"):
         fastort.tune(model, budget=quick(1), progress=False)
-    with pytest.raises(ConfigError, match=r"'sqe', which is not a symbolic dim.*symbolic dims: \['batch', 'seq'\]"):
+    with pytest.raises(ConfigError, match=r"'sqe', which is not a symbolic dim.*symbolic dims: \['batch', 'seq', 'x:0', 'x:1'\]"):
         fastort.tune(model, dims={"sqe": 8}, budget=quick(1), progress=False)
     with pytest.raises(ConfigError, match=r"dims\['seq'\] must be an int >= 1"):
         fastort.tune(model, dims={"seq": 0}, budget=quick(1), progress=False)
     r = fastort.tune(model, dims={"seq": 8, "batch": 2}, allow=(), budget=quick(1), progress=False, baseline=False)
     assert "x[2, 8, 4]" in r.inputs
+    r = fastort.tune(model, dims={"x:1": 5}, allow=(), budget=quick(1), progress=False, baseline=False)
+    assert "x[1, 5, 4]" in r.inputs
     r = fastort.tune(model, allow_default_dims=True, allow=(), budget=quick(1), progress=False, baseline=False)
     assert any("dim 'seq' of input 'x' set to 1" in n for n in r.notes)
 

@@ -4,7 +4,9 @@ shapes. Synthetic inputs are flagged, because latency depends on real shapes
 (sequence lengths, image sizes) and sometimes on the values themselves.
 
 A symbolic dim other than the leading batch dim is never guessed: it must be
-given (``dims={"seq": 128}``), unless ``allow_default_dims=True`` accepts 1.
+given (``dims={"seq": 128}``, or ``{"x:2": 48}`` for axis 2 of input ``x``,
+which also tells apart dims that share a name), unless ``allow_default_dims=True``
+accepts 1.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _dim_keys(specs: Sequence[Any]) -> Tuple[set, set]:
         for i, d in enumerate(s.shape or ()):
             if isinstance(d, str):
                 names.add(d)
-            elif d is None or (isinstance(d, int) and d < 0):
+            if not (isinstance(d, int) and d >= 0):
                 positional.add(f"{s.name}:{i}")
     return names, positional
 
@@ -103,7 +105,7 @@ def synthesize(specs: Sequence[Any], dims: Mapping[str, int], allow_default_dims
                                     "give inputs= (sample requests)")
         shape: List[int] = []
         for i, d in enumerate(s.shape or ()):
-            key = d if isinstance(d, str) else f"{s.name}:{i}"
+            key = f"{s.name}:{i}" if f"{s.name}:{i}" in dims or not isinstance(d, str) else d
             if isinstance(d, int) and d >= 0:
                 shape.append(d)
             elif key in dims:

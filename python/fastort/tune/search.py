@@ -21,6 +21,8 @@ from .result import CandidateResult, TuneResult, rank_key
 from .space import Config
 
 DEFAULT_ALLOW = ("threads", "replicas", "batching", "precision", "quantize", "optimize")
+#: How a budget is split between the stages still to run (batching pays most often under load).
+STAGE_WEIGHTS = {"threads": 2.0, "replicas": 2.0, "batching": 3.0, "graph": 1.0, "variants": 2.0}
 
 
 def _rss_mb() -> Optional[float]:
@@ -164,12 +166,23 @@ class _Run:
                                      + ("" if best.feasible else " [misses targets]"))
         return c
 
-    def run_stage(self, configs: Sequence[Config], stage: str, variant: variants.Variant) -> None:
+    def run_stage(self, configs: Sequence[Config], stage: str, variant: variants.Variant,
+                  share: float = 1.0) -> None:
+        """Measures ``configs`` in order, within ``share`` (a fraction) of what
+        is left of the budget, so that a long early stage cannot starve
+        batching or the variants; what a stage leaves unused passes on."""
         self.bar.total += len(configs)
         self.bar.refresh()
-        for cfg in configs:
+        share = min(1.0, max(0.0, share))
+        stage_end = time.perf_counter() + max(0.0, self.deadline - time.perf_counter()) * share
+        quota = None if self.budget.trials is None else max(1, round((self.budget.trials - len(self.candidates)) * share))
+        for i, cfg in enumerate(configs):
+            if i > 0 and ((quota is not None and i >= quota) or time.perf_counter() >= stage_end):
+                self.exhausted = True
+                self.skipped.extend((c.label(), f"{stage} stage's share of the budget spent") for c in configs[i:])
+                return
             if self.evaluate(cfg, stage, variant) is None:
-                self.skipped.extend((c.label(), "budget spent") for c in configs[configs.index(cfg) + 1:])
+                self.skipped.extend((c.label(), "budget spent") for c in configs[i + 1:])
                 return
 
     def best(self, pool: Optional[Sequence[CandidateResult]] = None) -> Optional[CandidateResult]:
@@ -281,19 +294,28 @@ def tune(
             run.measure_baseline()
             default = Config(provider=provs[0])
             run.run_stage([default], "default", original)
-            stage = space.thread_stage(default, provs, n_cores, allow)
-            run.run_stage([c for c in stage if c != default], "threads", original)
-            if "replicas" in allow and load.concurrency > 1:
-                run.run_stage(space.replica_stage(run.best_config(default), n_cores, load.concurrency),
-                              "replicas", original)
-            if "batching" in allow:
-                if not batchable:
-                    notes.append("batching not tried: the model has no dynamic batch dim on every input and output")
-                elif load.concurrency > 1:
-                    run.run_stage(space.batching_stage(run.best_config(default), load.concurrency,
-                                                       inputs_set.rows_per_request), "batching", original)
-            if "optimize" in allow:
-                run.run_stage(space.graph_stage(run.best_config(default)), "graph", original)
+            want_batching = "batching" in allow and load.concurrency > 1
+            if "batching" in allow and not batchable:
+                want_batching = False
+                notes.append("batching not tried: the model has no dynamic batch dim on every input and output")
+            plan = variants.plan(allow, provs[0], inputs_set.synthetic, calibration)
+            stages = ["threads"] + (["replicas"] if "replicas" in allow and load.concurrency > 1 else []) \
+                + (["batching"] if want_batching else []) + (["graph"] if "optimize" in allow else []) \
+                + (["variants"] if any(reason is None for _, reason in plan) else [])
+            for k, stage_name in enumerate(stages):
+                share = STAGE_WEIGHTS[stage_name] / sum(STAGE_WEIGHTS[s] for s in stages[k:])
+                best = run.best_config(default)
+                if stage_name == "threads":
+                    configs = [c for c in space.thread_stage(default, provs, n_cores, allow) if c != default]
+                elif stage_name == "replicas":
+                    configs = space.replica_stage(best, n_cores, load.concurrency)
+                elif stage_name == "batching":
+                    configs = space.batching_stage(best, load.concurrency, inputs_set.rows_per_request)
+                elif stage_name == "graph":
+                    configs = space.graph_stage(best)
+                else:
+                    break
+                run.run_stage(configs, stage_name, original, share)
             best = run.best_config(default)
             batches = inputs_set.validation_batches(batchable)
             for name, reason in variants.plan(allow, best.provider, inputs_set.synthetic, calibration):

@@ -172,7 +172,7 @@ def batching_stage(best: Config, concurrency: int, rows_per_request: float) -> L
     """Dynamic batching: most rows per batch x longest wait, sized by the load."""
     rows = max(1, int(round(rows_per_request)))
     sizes = sorted({min(s, concurrency * rows) for s in (8, 32)} | {concurrency * rows} if concurrency > 1 else set())
-    sizes = [s for s in sizes if s >= 2 and s <= 256]
+    sizes = [s for s in reversed(sizes) if 2 <= s <= 256]  # largest first: it pays most often under load
     return _unique([replace(best, max_batch_size=s, max_delay_us=d) for s in sizes for d in (200, 2000)])
 
 
