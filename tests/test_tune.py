@@ -104,6 +104,13 @@ def test_tune_returns_winner_table_and_baseline(mlp_path):
     assert data["winner"]["label"] == r.winner.config.label() and len(data["candidates"]) == 4
     m = r.winner.measurement
     assert m.throughput > 0 and 0 < m.p50_ms <= m.p99_ms and m.windows >= 1
+    # the 3 leaders were measured again, between two more baselines; the winner is one of them
+    confirmed = [c for c in r.candidates if c.repeats]
+    assert len(confirmed) == 3 and r.winner in confirmed and len(r.baseline) >= 3
+    assert all(len(c.repeat_ratios) == 1 and c.worst_p99_ms >= c.measurement.p99_ms for c in confirmed)
+    r = fastort.tune(mlp_path, clients=2, budget=Budget(minutes=0.5, trials=2, window_s=0.1, confirm=0),
+                     progress=False, baseline=False)
+    assert not any(c.repeats for c in r.candidates) and r.baseline == [] and r.winner.ratio is None
 
 
 def test_infeasible_everything_still_returns_the_closest_with_reasons(mlp_path):
@@ -308,3 +315,13 @@ def test_cli_through_fastort_main_and_errors(mlp_path, tmp_path, capsys):
     assert "--dims takes name=size" in capsys.readouterr().err
     assert main(["tune", str(tmp_path / "seq.onnx"), "--p99-ms", "-3"]) == 1
     assert "p99_ms must be a finite number > 0" in capsys.readouterr().err
+
+
+def test_provider_with_options_survives_the_manifest(tmp_path):
+    # a device provider is written as [name, {options}] (JSON has no tuples); Engine needs (name, options)
+    out = fastort.package.package(models.tiny(), tmp_path / "pkg", max_batch_size=0,
+                                  runtime={"providers": [["cpu", {}], "cpu"], "use_global_thread_pool": False})
+    _, kwargs = fastort.package.load_package(out)
+    assert kwargs["providers"] == (("cpu", {}), "cpu") and kwargs["use_global_thread_pool"] is False
+    with fastort.Engine(out) as engine:
+        assert engine.providers == ("CPUExecutionProvider",)

@@ -306,7 +306,8 @@ def load_package(path: Union[str, "os.PathLike[str]"]) -> Tuple[str, Dict[str, A
     _warn_if_tuned_elsewhere(folder, manifest)
     kwargs = {k: runtime[k] for k in ENGINE_KEYS if k in runtime and runtime[k] is not None}
     if "providers" in kwargs and isinstance(kwargs["providers"], list):
-        kwargs["providers"] = tuple(kwargs["providers"])
+        # [name, {options}] pairs come back from JSON as lists: Engine takes them as tuples
+        kwargs["providers"] = tuple(tuple(p) if isinstance(p, list) else p for p in kwargs["providers"])
     return os.path.join(folder, manifest["model"]), kwargs
 
 

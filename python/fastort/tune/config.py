@@ -76,6 +76,8 @@ class Budget:
         stability: relative spread allowed between windows (0.10: 10 %).
         baseline_every: re-measure the plain-onnxruntime baseline after this
             many candidates (0: only at the start and the end).
+        confirm: re-measure this many leading candidates at the end, in the
+            last 15 % of the time budget (0 or 1: no confirmation).
     """
 
     minutes: float = 3.0
@@ -86,6 +88,7 @@ class Budget:
     max_windows: int = 8
     stability: float = 0.10
     baseline_every: int = 4
+    confirm: int = 3
 
     def __post_init__(self) -> None:
         _positive(self.minutes, "Budget.minutes")
@@ -95,9 +98,9 @@ class Budget:
         _positive(self.warmup_s, "Budget.warmup_s", allow_zero=True)
         _positive(self.window_s, "Budget.window_s")
         _positive(self.stability, "Budget.stability")
-        for name in ("min_windows", "max_windows", "baseline_every"):
+        for name in ("min_windows", "max_windows", "baseline_every", "confirm"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "baseline_every" else 1):
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name in ("baseline_every", "confirm") else 1):
                 raise ConfigError(f"Budget.{name} must be a positive int, got {v!r}")
         if self.max_windows < self.min_windows:
             raise ConfigError(f"Budget.max_windows ({self.max_windows}) is below min_windows ({self.min_windows})")

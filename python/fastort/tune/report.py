@@ -69,11 +69,13 @@ def format_table(result: "TuneResult") -> str:
         rows.append([str(c.index), c.config.label(), c.stage,
                      "-" if m is None else f"{m.throughput:,.1f}",
                      "-" if c.ratio is None else f"{c.ratio:.2f}x",
-                     "-" if m is None else _num(m.p50_ms), "-" if m is None else _num(m.p99_ms),
+                     "-" if m is None else _num(m.p50_ms), "-" if m is None else _num(c.worst_p99_ms),
+                     str(1 + len(c.repeats)) if m is not None else "0",
                      f"{c.error:.3g}", f"{c.size_bytes / 1e6:.3g}", _num(c.memory_mb, ".0f"),
                      _status(c, result.winner)])
-    lines.append(_table(["#", "candidate", "stage", "req/s", "vs ort", "p50 ms", "p99 ms", "error", "MB",
+    lines.append(_table(["#", "candidate", "stage", "req/s", "vs ort", "p50 ms", "p99 ms", "runs", "error", "MB",
                          "mem MB", "status"], rows))
+    lines.append("req/s, p50: first run; vs ort: mean ratio over the runs; p99: the worst run")
     for name, reason in result.skipped:
         lines.append(f"skipped {name}: {reason}")
     w = result.winner

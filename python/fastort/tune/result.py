@@ -5,6 +5,7 @@ package writer that turns the winner into what services load."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -33,6 +34,10 @@ class CandidateResult:
     violation: float = 0.0
     notes: List[str] = field(default_factory=list)
     index: int = 0
+    model_path: str = ""
+    #: the confirmation runs of the leading candidates, and their ratios
+    repeats: List[Measurement] = field(default_factory=list)
+    repeat_ratios: List[float] = field(default_factory=list)
 
     @property
     def feasible(self) -> bool:
@@ -40,11 +45,19 @@ class CandidateResult:
 
     @property
     def ratio(self) -> Optional[float]:
-        """Throughput over the plain-onnxruntime baseline measured next to it."""
+        """Throughput over the plain-onnxruntime baseline measured next to it
+        (the mean over the confirmation runs too, when it had them)."""
         m = self.measurement
         if m is None or not self.baseline_throughput:
             return None
-        return m.throughput / self.baseline_throughput
+        ratios = [m.throughput / self.baseline_throughput] + [r for r in self.repeat_ratios if math.isfinite(r)]
+        return sum(ratios) / len(ratios)
+
+    @property
+    def worst_p99_ms(self) -> float:
+        """The highest p99 of its runs (the one judged against the target)."""
+        runs = ([self.measurement] if self.measurement else []) + self.repeats
+        return max((r.p99_ms for r in runs), default=float("inf"))
 
     def judge(self, targets: Targets) -> None:
         """Fills ``misses`` and ``violation`` (sum of relative overshoots)."""
@@ -53,9 +66,10 @@ class CandidateResult:
             self.violation = float("inf")
             return
         m = self.measurement
-        if targets.p99_ms is not None and m is not None and m.p99_ms > targets.p99_ms:
-            over = m.p99_ms / targets.p99_ms - 1
-            self.misses.append(f"p99 {m.p99_ms:.3g} ms > {targets.p99_ms:g} ms (+{over:.0%})")
+        if targets.p99_ms is not None and m is not None and self.worst_p99_ms > targets.p99_ms:
+            p99 = self.worst_p99_ms
+            over = p99 / targets.p99_ms - 1
+            self.misses.append(f"p99 {p99:.3g} ms > {targets.p99_ms:g} ms (+{over:.0%})")
             self.violation += min(over, 1e6)
         if m is not None and m.dropped:
             self.misses.append(f"dropped {m.dropped} request(s): overloaded at this arrival rate")
@@ -81,7 +95,8 @@ class CandidateResult:
                 "measurement": self.measurement.to_dict() if self.measurement else None,
                 "baseline_throughput": self.baseline_throughput, "ratio": self.ratio, "error": self.error,
                 "error_ok": self.error_ok, "size_bytes": self.size_bytes, "memory_mb": self.memory_mb,
-                "feasible": self.feasible, "failed": self.failed, "misses": self.misses, "notes": self.notes}
+                "feasible": self.feasible, "failed": self.failed, "misses": self.misses, "notes": self.notes,
+                "repeats": [r.to_dict() for r in self.repeats], "repeat_ratios": self.repeat_ratios}
 
 
 def rank_key(c: CandidateResult, objective: str) -> Tuple[float, float, float]:
@@ -92,7 +107,7 @@ def rank_key(c: CandidateResult, objective: str) -> Tuple[float, float, float]:
         return (2.0, 0.0, 0.0)
     score = c.ratio if c.ratio is not None else m.throughput
     if c.feasible:
-        return (0.0, m.p99_ms if objective == "latency" else -score, -score)
+        return (0.0, c.worst_p99_ms if objective == "latency" else -score, -score)
     return (1.0, c.violation, -score)
 
 

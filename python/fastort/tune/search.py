@@ -21,6 +21,8 @@ from .result import CandidateResult, TuneResult, rank_key
 from .space import Config
 
 DEFAULT_ALLOW = ("threads", "replicas", "batching", "precision", "quantize", "optimize")
+#: Share of the time budget kept to re-measure the leaders at the end.
+CONFIRM_SHARE = 0.15
 #: How a budget is split between the stages still to run (batching pays most often under load).
 STAGE_WEIGHTS = {"threads": 2.0, "replicas": 2.0, "batching": 3.0, "graph": 1.0, "variants": 2.0}
 
@@ -89,6 +91,8 @@ class _Run:
         self.budget, self.objective, self.with_baseline = budget, objective, with_baseline
         self.start = time.perf_counter()
         self.deadline = self.start + budget.seconds
+        #: the stages end here; the rest of the budget re-measures the leaders
+        self.stages_deadline = self.deadline - (CONFIRM_SHARE * budget.seconds if budget.confirm > 1 else 0.0)
         self.candidates: List[CandidateResult] = []
         self.baseline: List[Tuple[int, Measurement]] = []
         self.skipped: List[Tuple[str, str]] = []
@@ -101,7 +105,7 @@ class _Run:
     def out_of_budget(self) -> bool:
         if not self.candidates:
             return False  # the first candidate (fastort's defaults) always runs
-        if time.perf_counter() >= self.deadline:
+        if time.perf_counter() >= self.stages_deadline:
             return True
         return self.budget.trials is not None and len(self.candidates) >= self.budget.trials
 
@@ -134,7 +138,7 @@ class _Run:
             self.measure_baseline()
         c = CandidateResult(config=config, stage=stage, error=variant.error, error_ok=variant.error_ok,
                             error_detail=variant.error_detail, size_bytes=variant.size_bytes,
-                            notes=list(variant.notes), index=len(self.candidates))
+                            notes=list(variant.notes), index=len(self.candidates), model_path=variant.path)
         rss0 = _rss_mb()
         engine = None
         try:
@@ -143,7 +147,7 @@ class _Run:
                 engine = fastort.Engine(variant.path, **config.engine_kwargs())
             c.notes.extend(str(w.message) for w in caught)
             engine.run(self.inputs.requests[0])
-            m = measure(engine, self.inputs, self.load, self.budget, self.deadline)
+            m = measure(engine, self.inputs, self.load, self.budget, self.stages_deadline)
             rss1 = _rss_mb()
             c.measurement = m
             c.memory_mb = None if rss0 is None or rss1 is None else max(0.0, rss1 - rss0)
@@ -174,7 +178,7 @@ class _Run:
         self.bar.total += len(configs)
         self.bar.refresh()
         share = min(1.0, max(0.0, share))
-        stage_end = time.perf_counter() + max(0.0, self.deadline - time.perf_counter()) * share
+        stage_end = time.perf_counter() + max(0.0, self.stages_deadline - time.perf_counter()) * share
         quota = None if self.budget.trials is None else max(1, round((self.budget.trials - len(self.candidates)) * share))
         for i, cfg in enumerate(configs):
             if i > 0 and ((quota is not None and i >= quota) or time.perf_counter() >= stage_end):
@@ -192,6 +196,45 @@ class _Run:
     def best_config(self, fallback: Config) -> Config:
         b = self.best()
         return b.config if b is not None else fallback
+
+    def confirm(self) -> None:
+        """Re-measures the leading candidates (in reverse order, between two
+        baselines) so that one lucky window on a noisy machine does not pick
+        the winner: their ratio becomes the mean over both runs and their p99
+        the worse of the two."""
+        import fastort
+
+        ranked = [c for c in sorted(self.candidates, key=lambda c: rank_key(c, self.objective))
+                  if c.measurement is not None and c.failed is None][:self.budget.confirm]
+        if len(ranked) < 2 or time.perf_counter() >= self.deadline:
+            return
+        self.bar.total += len(ranked)
+        self.bar.refresh()
+        if self.with_baseline:
+            self.measure_baseline()
+        before = self.latest_baseline()
+        runs: List[Tuple[CandidateResult, Measurement]] = []
+        for c in reversed(ranked):
+            if time.perf_counter() >= self.deadline:
+                break
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                engine = fastort.Engine(c.model_path, **c.config.engine_kwargs())
+            try:
+                m = measure(engine, self.inputs, self.load, self.budget, self.deadline)
+            finally:
+                engine.close()
+            self.bar.update(1)
+            if m.error is None:
+                runs.append((c, m))
+        if self.with_baseline:
+            self.measure_baseline()
+        after = self.latest_baseline()
+        bases = [b for b in (before, after) if b]
+        base = sum(bases) / len(bases) if bases else None
+        for c, m in runs:
+            c.repeats.append(m)
+            c.repeat_ratios.append(m.throughput / base if base else float("nan"))
 
     def finish(self) -> None:
         """Final baseline, then each candidate's ratio against the mean of the
@@ -337,8 +380,11 @@ def tune(
                 from dataclasses import replace
 
                 run.run_stage([replace(best, variant=name)], "variants", v)
+            run.confirm()
         finally:
             run.finish()
+        for c in run.candidates:
+            c.judge(targets_)
         ranked = sorted(run.candidates, key=lambda c: rank_key(c, objective))
         winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
         if inputs_set.synthetic and winner is not None:
