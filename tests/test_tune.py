@@ -141,6 +141,7 @@ def test_open_loop_arrivals(mlp_path):
     m = r.winner.measurement
     assert 100 < m.throughput < 400 and m.dropped == 0
     assert "open-loop arrivals at 200 requests/s" in r.table()
+    assert r.objective == "latency"  # every candidate that keeps up serves the same rate: rank by p99
 
 
 # -- inputs --------------------------------------------------------------------------
@@ -325,3 +326,18 @@ def test_provider_with_options_survives_the_manifest(tmp_path):
     assert kwargs["providers"] == (("cpu", {}), "cpu") and kwargs["use_global_thread_pool"] is False
     with fastort.Engine(out) as engine:
         assert engine.providers == ("CPUExecutionProvider",)
+
+
+def test_device_entries_become_provider_specs():
+    from fastort.tune.space import _device_provider, thread_stage
+
+    assert _device_provider("cpu") is None and _device_provider("CPUExecutionProvider") is None
+    assert _device_provider("cuda") == "cuda"
+    assert _device_provider(("openvino", {"device_type": "GPU"})) == ("openvino", {"device_type": "GPU"})
+    assert _device_provider({"provider": "openvino", "options": {"device_type": "NPU"}}) == \
+        ("openvino", {"device_type": "NPU"})
+    assert _device_provider({"provider": "CPUExecutionProvider"}) is None
+    # every provider gets its own thread candidates, and Engine keywords put the CPU last
+    stage = thread_stage(Config(), ["cpu", ("openvino", {"device_type": "GPU"})], 2, ("threads",))
+    dev = [c for c in stage if c.provider != "cpu"]
+    assert dev and dev[0].engine_kwargs()["providers"] == (("openvino", {"device_type": "GPU"}), "cpu")

@@ -41,7 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--p99-ms", type=float, help="target: most p99 latency, ms")
     p.add_argument("--max-error", type=float, help="target: most max-abs error of a model variant vs the original")
     p.add_argument("--max-size-mb", type=float, help="target: largest model file, MB")
-    p.add_argument("--objective", choices=("throughput", "latency"), default="throughput")
+    p.add_argument("--objective", choices=("throughput", "latency"),
+                   help="most requests/s (default with --clients) or least p99 (default with --arrival-rate)")
     p.add_argument("--minutes", type=float, default=3.0, help="time budget (default 3)")
     p.add_argument("--trials", type=int, help="most candidates measured")
     p.add_argument("--inputs", help=".npy/.npz sample requests (default: synthesised from the declared shapes)")

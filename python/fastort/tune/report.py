@@ -105,12 +105,12 @@ def plot(result: "TuneResult", path: str) -> Optional[str]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in result.candidates:
         m = c.measurement
-        if m is None or c.failed is not None or not math.isfinite(m.p99_ms):
+        if m is None or c.failed is not None or not math.isfinite(c.worst_p99_ms):
             continue
         color = "tab:green" if c.feasible else "tab:gray"
         marker = "*" if c is result.winner else "o"
-        ax.scatter(m.p99_ms, m.throughput, c=color, marker=marker, s=160 if marker == "*" else 30, zorder=3)
-        ax.annotate(str(c.index), (m.p99_ms, m.throughput), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.scatter(c.worst_p99_ms, m.throughput, c=color, marker=marker, s=160 if marker == "*" else 30, zorder=3)
+        ax.annotate(str(c.index), (c.worst_p99_ms, m.throughput), fontsize=7, xytext=(3, 3), textcoords="offset points")
     for b in result.baseline:
         if b.error is None and math.isfinite(b.p99_ms):
             ax.scatter(b.p99_ms, b.throughput, c="tab:red", marker="x", s=50, zorder=4)

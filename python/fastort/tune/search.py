@@ -262,7 +262,7 @@ def tune(
     budget: Union[Budget, Mapping[str, Any], None] = None,
     providers: Optional[Sequence[Any]] = None,
     allow: Sequence[str] = DEFAULT_ALLOW,
-    objective: str = "throughput",
+    objective: Optional[str] = None,
     calibration: Any = None,
     output: Optional[Union[str, "os.PathLike[str]"]] = None,
     overwrite: bool = False,
@@ -290,7 +290,9 @@ def tune(
             reports, when available).
         allow: knobs to search: "threads", "replicas", "batching", "precision",
             "quantize", "optimize".
-        objective: "throughput" (default) or "latency" (least p99).
+        objective: "throughput" (most requests/s; the default with clients=)
+            or "latency" (least p99; the default with arrival_rate=, where
+            every candidate that keeps up serves the same rate).
         calibration: data for static int8 quantization (default: the inputs,
             when they are real).
         output: write the winner as a package there (see :meth:`TuneResult.save`).
@@ -303,8 +305,10 @@ def tune(
     budget_: Budget = _as(budget, Budget, "budget")
     targets, budget = targets_, budget_
     allow = check_allow(allow)
-    objective = check_objective(objective)
     notes: List[str] = []
+    if objective is None:
+        objective = "latency" if arrival_rate is not None and clients is None else "throughput"
+    objective = check_objective(objective)
     if clients is None and arrival_rate is None:
         clients = 1
         notes.append("no load given: measured with 1 closed-loop client (give clients= or arrival_rate=)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 SPINNING_KEY = "session.intra_op.allow_spinning"
 STAGES = ("threads", "replicas", "batching", "graph", "variants")
@@ -41,10 +41,21 @@ class Config:
     max_delay_us: int = 0
     graph_optimization: str = "all"
 
+    def __post_init__(self) -> None:
+        # (name, {options}) is kept as (name, ((key, value), ...)): configs are hashed
+        p = self.provider
+        if isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[1], Mapping):
+            object.__setattr__(self, "provider", (p[0], tuple(sorted(p[1].items()))))
+
+    def provider_spec(self) -> Any:
+        """The provider as Engine takes it: a name or (name, options dict)."""
+        p = self.provider
+        return (p[0], dict(p[1])) if isinstance(p, tuple) else p
+
     def engine_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for :class:`fastort.Engine`."""
         kw: Dict[str, Any] = {
-            "providers": (self.provider, "cpu") if self.provider != "cpu" else ("cpu",),
+            "providers": (self.provider_spec(), "cpu") if self.provider != "cpu" else ("cpu",),
             "replicas": self.replicas,
             "graph_optimization": self.graph_optimization,
         }
