@@ -179,6 +179,14 @@ def test_symbolic_dims_must_be_given(tmp_path):
     assert "x[2, 8, 4]" in r.inputs
     r = fastort.tune(model, dims={"x:1": 5}, allow=(), budget=quick(1), progress=False, baseline=False)
     assert "x[1, 5, 4]" in r.inputs
+    # two axes that share a name ('?', as exporters write them) are told apart by input:axis
+    img = models.make_model([helper.make_node("Relu", ["x"], ["y"])],
+                            [models.tensor("x", TensorProto.FLOAT, [None, 3, "?", "?"])],
+                            [models.tensor("y", TensorProto.FLOAT, [None, 3, "?", "?"])])
+    with pytest.raises(ConfigError, match=r"'\?' \(input 'x', axis 2: key '\?' or 'x:2'\)"):
+        fastort.tune(img, budget=quick(1), progress=False)
+    r = fastort.tune(img, dims={"x:2": 48, "x:3": 192}, allow=(), budget=quick(1), progress=False, baseline=False)
+    assert "x[1, 3, 48, 192]" in r.inputs
     r = fastort.tune(model, allow_default_dims=True, allow=(), budget=quick(1), progress=False, baseline=False)
     assert any("dim 'seq' of input 'x' set to 1" in n for n in r.notes)
 

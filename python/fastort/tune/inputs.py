@@ -117,12 +117,14 @@ def synthesize(specs: Sequence[Any], dims: Mapping[str, int], allow_default_dims
                 notes.append(f"dim {key!r} of input {s.name!r} set to 1 (allow_default_dims): latencies "
                              "at real sizes will differ")
             else:
-                missing.append(f"{key!r} (input {s.name!r}, axis {i})")
+                missing.append(f"{key!r} (input {s.name!r}, axis {i}: key {key!r} or {s.name + ':' + str(i)!r})"
+                               if key != f"{s.name}:{i}" else f"{key!r} (input {s.name!r}, axis {i})")
         shapes[s.name] = shape
     if missing:
         raise ConfigError(
             "cannot synthesise inputs: symbolic dim(s) " + ", ".join(missing) + " have no size. Give them "
-            "with dims={'name': size} (command line: --dims name=size), give real inputs, or pass "
+            "with dims={'name': size} or {'input:axis': size} (command line: --dims name=size), give real "
+            "inputs, or pass "
             "allow_default_dims=True to accept 1 (latencies at real sizes will differ)")
     rng = np.random.default_rng(seed)
     requests = []

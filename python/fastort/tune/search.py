@@ -206,7 +206,10 @@ class _Run:
 
         ranked = [c for c in sorted(self.candidates, key=lambda c: rank_key(c, self.objective))
                   if c.measurement is not None and c.failed is None][:self.budget.confirm]
-        if len(ranked) < 2 or time.perf_counter() >= self.deadline:
+        if len(ranked) < 2:
+            return
+        if time.perf_counter() >= self.deadline:
+            self.skipped.append(("confirmation of the leaders", "budget spent"))
             return
         self.bar.total += len(ranked)
         self.bar.refresh()
