@@ -96,9 +96,7 @@ else
   # The model-preparation tests run torch, TensorFlow and scikit-learn, whose
   # OpenMP / thread pools are uninstrumented and report races TSan cannot rule
   # out; they exercise no fastort threading that the rest of the suite does not.
-  echo "== pytest under TSan (without the model-preparation tests)"
-  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests \
-    --ignore=tests/test_convert.py --ignore=tests/test_optimize.py --ignore=tests/test_quantize.py \
-    --ignore=tests/test_validate.py --ignore=tests/test_prepare.py --ignore=tests/test_package.py "$@"
+  echo "== pytest under TSan (tests/core: without the model-preparation and CLI tests)"
+  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests/core "$@"
 fi
 echo "== sanitize ($kind): no reports"

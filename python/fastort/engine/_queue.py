@@ -9,8 +9,8 @@ from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from . import _core
-from .errors import ConfigError
+from .. import _core
+from ..errors import ConfigError
 
 
 def deliver_completions(core: "_core.Engine") -> None:

@@ -6,7 +6,7 @@ import mmap
 import os
 from typing import Any
 
-from .errors import ModelLoadError
+from ..errors import ModelLoadError
 
 
 def check_external_data(path: str) -> None:
@@ -85,7 +85,8 @@ def model_bytes(model: Any) -> bytes:
             f"model must be a path, bytes or an onnx.ModelProto, got {type(model).__name__}"
         )
     try:
-        return serialize()
+        data: bytes = serialize()
+        return data
     except Exception as e:  # protobuf refuses models over 2 GB
         raise ModelLoadError(
             f"cannot serialize the ModelProto ({e}); save large models with external data "

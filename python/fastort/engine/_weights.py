@@ -9,7 +9,7 @@ from typing import Any, List, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from .. import _core
 
 
 #: Initializers smaller than this stay inside the model (not worth sharing).

@@ -23,6 +23,7 @@ from typing import (
     Callable,
     Deque,
     Dict,
+    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -37,13 +38,14 @@ from typing import (
 
 import numpy as np
 
-from . import _core, _runtime
-from . import _providers as _prov
+from .. import _core
+from .. import runtime as _runtime
+from ..errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
+from ..runtime import providers as _prov
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
-from .package import is_package, load_package
-from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
+from .manifest import is_package, load_package
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -54,7 +56,6 @@ ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "onnx.M
 Dim = Union[int, str, None]
 Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
 
-PROVIDER_ALIASES = _prov.PROVIDER_ALIASES
 OUTPUT_DEVICES = ("cpu", "cuda")
 #: Host inputs of CUDA engines at least this large are staged through pinned memory.
 PINNED_STAGING_MIN_BYTES = 64 * 1024
@@ -82,6 +83,12 @@ class IOSpec:
     @property
     def is_tensor(self) -> bool:
         return self.type.startswith("tensor(")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-able: dtype as its name, shape as a list."""
+        return {"name": self.name, "type": self.type,
+                "dtype": None if self.dtype is None else str(self.dtype),
+                "shape": None if self.shape is None else list(self.shape)}
 
 
 def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
@@ -184,7 +191,7 @@ class Engine:
     Args:
         model: a path to an ``.onnx`` file (external data is resolved next to it),
             the serialized model as ``bytes``, an ``onnx.ModelProto``, or a model
-            package directory made by :func:`fastort.package.package` or
+            package directory made by :func:`fastort.package` or
             ``fastort prepare`` (its files' hashes are checked first).
         providers: execution providers in priority order; short names
             (``"cpu"``, ``"cuda"``), onnxruntime's (``"CPUExecutionProvider"``), or
@@ -268,7 +275,7 @@ class Engine:
             model_path, recommended = load_package(model)
             settings = {k: v for k, v in locals().items() if k in _INIT_KEYWORDS}
             if use_package_settings:
-                explicit: frozenset = getattr(self, "_explicit_kwargs", frozenset())
+                explicit: FrozenSet[str] = getattr(self, "_explicit_kwargs", frozenset())
                 settings.update({k: v for k, v in recommended.items() if k not in explicit})
             self.__init__(model_path, **settings)  # type: ignore[misc]
             return
@@ -641,7 +648,7 @@ class Engine:
 class _DeviceOutEngine(Engine):
     """An Engine made with output_device="cuda" (see Engine.__init__)."""
 
-    def run(  # type: ignore[override]
+    def run(
         self,
         inputs: Inputs,
         *,

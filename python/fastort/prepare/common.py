@@ -1,9 +1,10 @@
 """What the model-preparation steps share: their errors, optional imports,
 model loading, inputs, statistics, latency measurement and the step result.
 
-The steps themselves live in :mod:`fastort.convert`, :mod:`fastort.optimize`,
-:mod:`fastort.quantize`, :mod:`fastort.validate` and :mod:`fastort.package`;
-:mod:`fastort.prepare` chains them. Nothing here imports a framework (torch,
+The steps themselves live in :mod:`fastort.prepare.convert`,
+:mod:`~fastort.prepare.optimize`, :mod:`~fastort.prepare.quantize`,
+:mod:`~fastort.prepare.validate` and :mod:`~fastort.prepare.package`;
+:mod:`~fastort.prepare.pipeline` chains them. Nothing here imports a framework (torch,
 scikit-learn, TensorFlow) at import time.
 """
 
@@ -21,7 +22,11 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 
 import numpy as np
 
-from .errors import MissingDependencyError, ValidationError, ModelLoadError, ModelNotFoundError
+from .._format import format_bytes, format_table, format_us
+from .._version import __version__
+from ..bench import compare, random_inputs
+from ..engine import Engine, IOSpec
+from ..errors import InvalidInputError, MissingDependencyError, ModelLoadError, ModelNotFoundError, ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -76,8 +81,6 @@ def tool_versions(*names: str) -> Dict[str, str]:
     (distribution names; those not installed are left out)."""
     from importlib import metadata
 
-    from . import __version__
-
     out = {"fastort": __version__, "python": platform.python_version()}
     for name in ("numpy", "onnx", "onnxruntime") + tuple(names):
         dist = _DIST_NAMES.get(name, name)
@@ -90,19 +93,6 @@ def tool_versions(*names: str) -> Dict[str, str]:
                 except metadata.PackageNotFoundError:
                     pass
     return out
-
-
-def make_module_callable(module_name: str, function: Any) -> None:
-    """Lets ``fastort.validate(...)`` (the module) be called like its main
-    function, as well as ``fastort.validate.validate(...)``."""
-    import sys
-    import types
-
-    class _CallableModule(types.ModuleType):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return function(*args, **kwargs)
-
-    sys.modules[module_name].__class__ = _CallableModule
 
 
 def is_keras(model: Any) -> bool:
@@ -178,7 +168,8 @@ def save_model(model: "onnx.ModelProto", path: Union[str, "os.PathLike[str]"]) -
 
 
 def serialized(model: "onnx.ModelProto") -> bytes:
-    return model.SerializeToString()
+    data: bytes = model.SerializeToString()
+    return data
 
 
 @contextlib.contextmanager
@@ -218,21 +209,6 @@ _ELEM_DTYPES = {
 }
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """An input or output of an ONNX graph, read from the ModelProto."""
-
-    name: str
-    type: str
-    dtype: Optional[np.dtype]
-    shape: Optional[Tuple[Union[int, str, None], ...]]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "type": self.type,
-                "dtype": None if self.dtype is None else str(self.dtype),
-                "shape": None if self.shape is None else list(self.shape)}
-
-
 def _type_string(t: Any) -> str:
     import onnx
 
@@ -247,10 +223,10 @@ def _type_string(t: Any) -> str:
     return str(which)
 
 
-def _spec(vi: Any) -> TensorSpec:
+def _spec(vi: Any) -> IOSpec:
     t = vi.type
     if t.WhichOneof("value") != "tensor_type":
-        return TensorSpec(vi.name, _type_string(t), None, None)
+        return IOSpec(vi.name, _type_string(t), None, None)
     tt = t.tensor_type
     dtype = _ELEM_DTYPES.get(tt.elem_type)
     shape: Optional[Tuple[Union[int, str, None], ...]] = None
@@ -264,16 +240,16 @@ def _spec(vi: Any) -> TensorSpec:
             else:
                 dims.append(None)
         shape = tuple(dims)
-    return TensorSpec(vi.name, _type_string(t), None if dtype is None else np.dtype(dtype), shape)
+    return IOSpec(vi.name, _type_string(t), None if dtype is None else np.dtype(dtype), shape)
 
 
-def graph_inputs(model: "onnx.ModelProto") -> List[TensorSpec]:
+def graph_inputs(model: "onnx.ModelProto") -> List[IOSpec]:
     """The graph's real inputs (initializers listed as inputs are left out)."""
     inits = {i.name for i in model.graph.initializer}
     return [_spec(vi) for vi in model.graph.input if vi.name not in inits]
 
 
-def graph_outputs(model: "onnx.ModelProto") -> List[TensorSpec]:
+def graph_outputs(model: "onnx.ModelProto") -> List[IOSpec]:
     return [_spec(vi) for vi in model.graph.output]
 
 
@@ -281,7 +257,7 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
-        return value.detach().cpu().numpy()
+        return np.asarray(value.detach().cpu().numpy())
     if hasattr(value, "numpy") and callable(value.numpy):  # a TF tensor
         return np.asarray(value.numpy())
     if hasattr(value, "to_numpy") and callable(value.to_numpy):  # pandas
@@ -295,8 +271,6 @@ def normalize_feeds(model_or_specs: Any, inputs: Any, what: str = "inputs") -> D
     """``inputs`` (a dict name -> array, a list/tuple in input order, or one array
     for a one-input model) as a dict name -> numpy array cast to the model's
     dtypes. Wrong names or counts are an InvalidInputError."""
-    from .errors import InvalidInputError
-
     specs = model_or_specs if isinstance(model_or_specs, list) else graph_inputs(model_or_specs)
     names = [s.name for s in specs]
     if isinstance(inputs, Mapping):
@@ -344,8 +318,6 @@ def synthetic_inputs(model: "onnx.ModelProto", batch: int = 8, dims: Optional[Ma
     """Seeded random inputs for the model: standard normal floats, small
     non-negative ints, ``batch`` for the first free dim and 1 for other free
     dims (named dims from ``dims``). Real data makes a better check."""
-    from .benchmark import random_inputs
-
     return random_inputs(graph_inputs(model), batch, dims, seed)
 
 
@@ -442,12 +414,9 @@ def measure_latency(models: Mapping[str, Any], feeds: Mapping[str, Mapping[str, 
                     seconds: float = 1.0, providers: Sequence[str] = ("cpu",), rows_per_call: int = 1,
                     **engine_kwargs: Any) -> Dict[str, Any]:
     """Per-call latency of each model through :class:`fastort.Engine`, timed in
-    alternating rounds (:func:`fastort.benchmark.compare`) so that a noisy
+    alternating rounds (:func:`fastort.bench.compare`) so that a noisy
     machine disturbs them alike. ``feeds`` maps each model's key to its inputs.
-    Returns key -> :class:`fastort.benchmark.Timing`."""
-    from .benchmark import compare
-    from .engine import Engine
-
+    Returns key -> :class:`fastort.bench.Timing`."""
     engines = {}
     try:
         for key, model in models.items():
@@ -552,35 +521,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, bool)) or value is None:
         return value
     return repr(value)
-
-
-def format_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
-def format_us(us: Optional[float]) -> str:
-    if us is None:
-        return "-"
-    if us >= 1000:
-        return f"{us / 1000:.2f} ms"
-    return f"{us:.0f} us"
-
-
-def format_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [line(list(header)), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
 
 
 def check_force(step: str, report: "ValidationReport", model: "onnx.ModelProto", force: bool,

@@ -1,6 +1,6 @@
 """Convert a trained framework model to ONNX, and prove the conversion right.
 
->>> from fastort.convert import from_torch, from_sklearn
+>>> from fastort.prepare.convert import from_torch, from_sklearn   # also fastort.convert.from_torch
 >>> result = from_torch(module, torch.randn(1, 3, 32, 32), "cnn.onnx")
 >>> result = from_sklearn(classifier, X[:64], "gbc.onnx")
 
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from ._prep import (
+from ..errors import ConversionError, ConversionMismatchError, MissingDependencyError, ValidationError
+from .common import (
     ModelStats,
     StepResult,
     _as_array,
@@ -36,7 +37,7 @@ from ._prep import (
     set_training,
     tool_versions,
 )
-from .errors import ConversionError, ConversionMismatchError, MissingDependencyError, ValidationError
+from .validate import _flatten, _is_onnx, _kind_of, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -93,8 +94,6 @@ def _export_error(e: BaseException) -> str:
 def _finish(step_model: "onnx.ModelProto", reference: Any, inputs: Any, path: Optional[str], settings: Dict[str, Any],
             tools: Dict[str, str], rtol: float, atol: float, force: bool, min_top1: Optional[float] = None) -> StepResult:
     """Check, validate against the framework, write: what every converter ends with."""
-    from .validate import validate
-
     check_onnx(step_model)
     result = StepResult(step="convert", model=step_model, settings=settings, tools=tools,
                         after=ModelStats.of(step_model))
@@ -124,7 +123,7 @@ def _finish(step_model: "onnx.ModelProto", reference: Any, inputs: Any, path: Op
 # -- torch ------------------------------------------------------------------------
 
 
-def _torch_inputs(example_inputs: Any, torch: Any) -> "tuple[list, Optional[list]]":
+def _torch_inputs(example_inputs: Any, torch: Any) -> "tuple[List[Any], Optional[List[str]]]":
     """(tensors, names from a dict or None)."""
     names = None
     if isinstance(example_inputs, Mapping):
@@ -160,8 +159,6 @@ def _forward_names(module: Any, n: int) -> List[str]:
 
 
 def _count_outputs(out: Any) -> int:
-    from .validate import _flatten
-
     return len(_flatten(out))
 
 
@@ -289,7 +286,7 @@ def _export(torch: Any, module: Any, tensors: List[Any], names: List[str], outs:
             program = torch.onnx.export(module, tuple(tensors), None, input_names=names, output_names=outs,
                                         opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes,
                                         verbose=False, optimize=True)
-            model = program.model_proto
+            model: "onnx.ModelProto" = program.model_proto
         else:
             buf = io.BytesIO()
             torch.onnx.export(module, tuple(tensors), buf, input_names=names, output_names=outs,
@@ -461,8 +458,6 @@ def from_tensorflow(
 
 def framework_of(model: Any) -> str:
     """``"onnx"``, ``"torch"``, ``"sklearn"`` or ``"tf"`` (a ConversionError when none)."""
-    from .validate import _is_onnx, _kind_of
-
     if isinstance(model, StepResult) or type(model).__name__ == "ModelProto":
         return "onnx"
     kind = _kind_of(model)
@@ -505,7 +500,7 @@ def load_framework_model(path: Union[str, "os.PathLike[str]"]) -> Any:
 
     Loading a pickle (torch's or scikit-learn's) runs code from the file: load
     only files you trust."""
-    from .errors import ModelLoadError, ModelNotFoundError
+    from ..errors import ModelLoadError, ModelNotFoundError
 
     path = os.fspath(path)
     if not os.path.exists(path):

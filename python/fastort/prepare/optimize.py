@@ -1,7 +1,7 @@
 """Optimize an ONNX model offline: simplify the graph, optionally fix symbolic
 dims and convert to float16, then save onnxruntime's own graph optimizations.
 
->>> from fastort.optimize import optimize
+>>> from fastort.prepare.optimize import optimize   # also fastort.optimize
 >>> result = optimize("model.onnx", "model.opt.onnx", level="extended", target="cpu")
 >>> print(result)      # nodes, size and latency before -> after, max abs error
 
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
-from ._prep import (
+from ..errors import OptimizationError
+from .common import (
     ModelStats,
     StepResult,
     TempDir,
@@ -45,7 +46,7 @@ from ._prep import (
     synthetic_inputs,
     tool_versions,
 )
-from .errors import OptimizationError
+from .validate import validate
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -185,7 +186,8 @@ def to_float16(model: Any, keep_io_types: bool = True,
             kwargs: Dict[str, Any] = {"keep_io_types": keep_io_types}
             if op_block_list is not None:
                 kwargs["op_block_list"] = list(op_block_list)
-            return convert_float_to_float16(proto, **kwargs)
+            converted: "onnx.ModelProto" = convert_float_to_float16(proto, **kwargs)
+            return converted
     except Exception as e:
         raise OptimizationError(f"float16 conversion failed: {type(e).__name__}: {e}") from e
 
@@ -268,8 +270,6 @@ def optimize(
         latency_seconds: time spent measuring.
     """
     import onnxruntime as ort
-
-    from .validate import validate
 
     source = load_model(model, what="model to optimize")
     level_value = _level(level)

@@ -4,13 +4,11 @@ package, with a progress display and a before/after table at the end.
 >>> from fastort.prepare import prepare
 >>> result = prepare(torch_module, "models/cnn", example_inputs=x, quantize="static", calibration=x_calib)
 >>> print(result.table)
->>> engine = fastort.Engine(*fastort.package.load_package("models/cnn"))   # or Engine("models/cnn")
+>>> engine = fastort.Engine(*fastort.prepare.load_package("models/cnn"))   # or Engine("models/cnn")
 
 Every step validates its result against its input; the final model is also
 validated end to end against the original (the framework model, or the ONNX
 model you started from). The package records all of it.
-
-This module also re-exports the steps and their errors.
 """
 
 from __future__ import annotations
@@ -23,29 +21,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ._prep import (
-    make_module_callable,
+from ..errors import CalibrationError, ConversionError, OptimizationError, PackageError, QuantizationError, ValidationError
+from .._format import format_bytes, format_table, format_us
+from .common import (
     ModelStats,
     StepResult,
     first_row,
-    format_bytes,
-    format_table,
-    format_us,
     measure_latency,
     normalize_feeds,
     synthetic_inputs,
-)
-from .errors import (
-    CalibrationError,
-    ConversionError,
-    ConversionMismatchError,
-    MissingDependencyError,
-    OptimizationError,
-    PackageError,
-    PackageIntegrityError,
-    PrepareError,
-    QuantizationError,
-    ValidationError,
 )
 from .convert import convert, framework_of
 from .optimize import optimize
@@ -53,28 +37,7 @@ from .package import load_package, package
 from .quantize import ArrayCalibrationReader, quantize
 from .validate import ValidationReport, describe, validate
 
-__all__ = [
-    "prepare",
-    "PrepareResult",
-    "convert",
-    "optimize",
-    "quantize",
-    "validate",
-    "package",
-    "load_package",
-    "StepResult",
-    "ValidationReport",
-    "PrepareError",
-    "MissingDependencyError",
-    "ConversionError",
-    "ConversionMismatchError",
-    "ValidationError",
-    "OptimizationError",
-    "QuantizationError",
-    "CalibrationError",
-    "PackageError",
-    "PackageIntegrityError",
-]
+__all__ = ["prepare", "PrepareResult"]
 
 
 @dataclass
@@ -171,11 +134,11 @@ def prepare(
             rows of the calibration data, else seeded random ones).
         quantize: None, ``"dynamic"`` or ``"static"`` (needs ``calibration``).
         calibration, method, per_channel, exclude_op_types, exclude_nodes:
-            see :func:`fastort.quantize.quantize`.
+            see :func:`fastort.prepare.quantize.quantize`.
         fp16, keep_io_types: float16 conversion (GPU targets; not with quantize).
         level: onnxruntime's offline level (default ``extended``; ``basic``
             before quantization, which works best on an unfused graph).
-        fixed_dims, simplifier: see :func:`fastort.optimize.optimize`.
+        fixed_dims, simplifier: see :func:`fastort.prepare.optimize.optimize`.
         replicas, max_batch_size: recommended Engine settings for the package.
         min_top1: least top-1 agreement of classifier outputs, for every check.
         force: keep results outside tolerance (with warnings).
@@ -327,5 +290,3 @@ def quantize_step(model: StepResult, mode: str, calibration: Any, method: str, p
                     exclude_op_types=exclude_op_types, exclude_nodes=exclude_nodes, inputs=feeds, min_top1=min_top1,
                     force=force, measure=False)
 
-
-make_module_callable(__name__, prepare)

@@ -1,6 +1,6 @@
 """Quantize an ONNX model to int8 with onnxruntime's quantization tools.
 
->>> from fastort.quantize import quantize
+>>> from fastort.prepare.quantize import quantize   # also fastort.quantize
 >>> result = quantize("model.onnx", "model.int8.onnx", mode="dynamic")
 >>> result = quantize("model.onnx", "model.qdq.onnx", mode="static", calibration={"x": x_calib},
 ...                   method="entropy", per_channel=True)
@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, 
 
 import numpy as np
 
-from ._prep import (
+from ..errors import CalibrationError, InvalidInputError, QuantizationError
+from .common import (
     ModelStats,
     StepResult,
     TempDir,
@@ -48,7 +49,7 @@ from ._prep import (
     take_rows,
     tool_versions,
 )
-from .errors import CalibrationError, InvalidInputError, QuantizationError
+from .validate import run_model, validate
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -214,7 +215,7 @@ def _as_reader(model_path: str, reader: ArrayCalibrationReader) -> Any:
     """Wraps our reader in a subclass of onnxruntime's abstract reader."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    class _Reader(CalibrationDataReader):
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         def get_next(self) -> Optional[Dict[str, np.ndarray]]:
             return reader.get_next()
 
@@ -367,8 +368,6 @@ def quantize(
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
-
-    from .validate import run_model, validate
 
     if mode not in MODES:
         raise QuantizationError(f"mode must be one of {MODES}, got {mode!r}")

@@ -1,6 +1,6 @@
 """Check that a candidate model still gives the reference's answers.
 
->>> from fastort.validate import validate
+>>> from fastort.prepare.validate import validate   # also fastort.validate
 >>> report = validate(torch_module, "model.onnx", {"x": x}, rtol=1e-3, atol=1e-5)
 >>> print(report)                # per output: max abs / mean rel error, top-1 agreement
 
@@ -25,11 +25,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._prep import (
-    make_module_callable,
+from .._format import format_table
+from ..engine import Engine
+from ..errors import ValidationError
+from .common import (
     StepResult,
     _as_array,
-    format_table,
     graph_inputs,
     graph_outputs,
     load_model,
@@ -39,7 +40,6 @@ from ._prep import (
     set_training,
     synthetic_inputs,
 )
-from .errors import ValidationError
 
 __all__ = ["validate", "ValidationReport", "OutputReport", "ValidationError", "run_model"]
 
@@ -189,16 +189,12 @@ def _kind_of(obj: Any) -> str:
 
 
 def _is_onnx(obj: Any) -> bool:
-    from .engine import Engine
-
     if isinstance(obj, (str, os.PathLike, bytes, bytearray, memoryview, StepResult, Engine)):
         return True
     return type(obj).__name__ == "ModelProto"
 
 
 def describe(obj: Any) -> str:
-    from .engine import Engine
-
     kind = _kind_of(obj)
     if kind:
         return f"{kind} {type(obj).__name__}"
@@ -286,12 +282,8 @@ def run_model(model: Any, inputs: Any, providers: Sequence[str] = ("cpu",)) -> D
     """Runs an ONNX model (path, bytes, ModelProto, StepResult or Engine) with
     :class:`fastort.Engine` on ``inputs`` cast to its input dtypes. A model with a
     fixed batch dim is run row-chunk by row-chunk when ``inputs`` hold more rows."""
-    from .engine import Engine
-
     if isinstance(model, Engine):
-        from ._prep import TensorSpec
-
-        specs = [TensorSpec(s.name, s.type, s.dtype, s.shape) for s in model.inputs]
+        specs = list(model.inputs)
         return dict(model.run(normalize_feeds(specs, inputs)))
     proto = load_model(model)
     feeds = normalize_feeds(proto, inputs)
@@ -320,8 +312,6 @@ def _runner(obj: Any, side: str, candidate_specs: Sequence[Any],
     if kind == "tf":
         return (lambda inputs: _run_tf(obj, _framework_feeds(candidate_specs, inputs))), None
     if _is_onnx(obj):
-        from .engine import Engine
-
         if isinstance(obj, Engine):
             names = [o.name for o in obj.outputs]
         else:
@@ -445,13 +435,9 @@ def validate(
     Outputs are matched by name when both sides are ONNX models with the same
     output names, else by position.
     """
-    from .engine import Engine
-
     if _is_onnx(candidate):
         if isinstance(candidate, Engine):
-            from ._prep import TensorSpec
-
-            cand_specs = [TensorSpec(s.name, s.type, s.dtype, s.shape) for s in candidate.inputs]
+            cand_specs = list(candidate.inputs)
         else:
             candidate_proto = load_model(candidate, what="candidate model")
             cand_specs = graph_inputs(candidate_proto)
@@ -518,5 +504,3 @@ def _framework_specs(specs: Sequence[Any]) -> List[Any]:
         out.append(s)
     return out
 
-
-make_module_callable(__name__, validate)

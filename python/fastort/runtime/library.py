@@ -14,18 +14,9 @@ import os
 import re
 from typing import Any, Dict, List
 
-from . import _core
-from .errors import (
-    EngineClosedError,
-    FastortError,
-    InvalidInputError,
-    ModelLoadError,
-    QueueFullError,
-    RequestTimeoutError,
-    RequestTooLargeError,
-    RunError,
-    RuntimeLoadError,
-)
+from .. import _core
+from ..errors import NATIVE_ERRORS, RuntimeLoadError
+from . import providers as prov
 
 ENV_VAR = "FASTORT_ORT_LIBRARY"
 _HOW_TO_FIX = (
@@ -33,19 +24,7 @@ _HOW_TO_FIX = (
     f"or set {ENV_VAR} to the path of a libonnxruntime shared library"
 )
 
-_core._set_error_types(
-    {
-        "base": FastortError,
-        "runtime_load": RuntimeLoadError,
-        "model_load": ModelLoadError,
-        "invalid_input": InvalidInputError,
-        "too_large": RequestTooLargeError,
-        "run": RunError,
-        "queue_full": QueueFullError,
-        "timeout": RequestTimeoutError,
-        "closed": EngineClosedError,
-    }
-)
+_core._set_error_types(dict(NATIVE_ERRORS))
 
 
 def _version_key(path: str) -> List[int]:
@@ -96,8 +75,6 @@ def runtime_info(probe: bool = True) -> Dict[str, Any]:
     """
     load()
     info = dict(_core.runtime_info())
-    from . import _providers as prov
-
     status: Dict[str, Dict[str, Any]] = {}
     for name in dict.fromkeys(["CPUExecutionProvider", prov.CUDA] + list(info["providers"])):
         if name not in info["providers"]:

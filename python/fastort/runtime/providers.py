@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-from .errors import ConfigError, FastortError
+from ..errors import ConfigError, FastortError
 
 #: Short provider names accepted next to onnxruntime's full ones.
 PROVIDER_ALIASES: Dict[str, str] = {

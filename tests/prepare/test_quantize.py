@@ -8,7 +8,7 @@ import pytest
 
 import fastort
 from fastort.prepare import CalibrationError, QuantizationError, ValidationError
-from fastort.quantize import ArrayCalibrationReader, quantize
+from fastort.prepare.quantize import ArrayCalibrationReader, quantize
 
 import prep_models
 

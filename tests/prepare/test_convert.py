@@ -12,7 +12,7 @@ import pytest
 
 import fastort
 from fastort import convert as fconvert
-from fastort.convert import check_onnx, from_sklearn, from_tensorflow, from_torch, load_framework_model
+from fastort.prepare.convert import check_onnx, from_sklearn, from_tensorflow, from_torch, load_framework_model
 from fastort.prepare import ConversionError, ConversionMismatchError, MissingDependencyError, ValidationError
 
 import prep_models
@@ -150,8 +150,9 @@ def test_tensorflow_keras_model(tmp_path):
 
 
 def test_importing_fastort_needs_no_framework():
-    code = ("import sys, fastort, fastort.convert, fastort.optimize, fastort.quantize, fastort.validate, "
-            "fastort.package, fastort.prepare, fastort._prepare_cli\n"
+    code = ("import sys, fastort, fastort.prepare, fastort.prepare.convert, fastort.cli.dispatch, fastort.cli.prepare\n"
+            "assert fastort.convert.from_torch and fastort.optimize and fastort.quantize and fastort.validate\n"
+            "assert fastort.package and fastort.cli.dispatch.command_names()\n"
             "bad = [m for m in ('torch', 'sklearn', 'skl2onnx', 'tensorflow', 'onnxslim') if m in sys.modules]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

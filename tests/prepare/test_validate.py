@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 import fastort
 from fastort.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
-from fastort.validate import ValidationError, ValidationReport, run_model, validate
+from fastort.prepare.validate import ValidationError, ValidationReport, run_model, validate
 
 import prep_models
 
@@ -45,8 +45,9 @@ def test_fastort_validate_is_callable_after_import_fastort_alone():
     code = ("import fastort, numpy as np, sys; sys.path.insert(0, '.'); import prep_models\n"
             "r = fastort.validate(prep_models.mlp(), prep_models.mlp(), {'x': prep_models.mlp_inputs(4)})\n"
             "assert r.passed and r is not None and callable(fastort.prepare)\n"
-            "assert fastort.validate.validate is not None and fastort.convert.from_torch is not None")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=os.path.dirname(__file__))
+            "from fastort.prepare.validate import validate\n"
+            "assert fastort.validate is validate and fastort.convert.from_torch is not None")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, where prep_models is
 
 
 def test_broken_tolerance_raises_with_the_numbers():
@@ -178,7 +179,7 @@ def test_sklearn_reference_with_probability_maps():
     pytest.importorskip("skl2onnx")
     from sklearn.linear_model import LogisticRegression
 
-    from fastort.convert import from_sklearn
+    from fastort.prepare.convert import from_sklearn
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((60, 3)).astype(np.float32)

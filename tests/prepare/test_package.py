@@ -9,10 +9,10 @@ import pytest
 
 import fastort
 from fastort.errors import ModelLoadError, ModelNotFoundError
-from fastort.optimize import optimize
-from fastort.package import MANIFEST, load_package, package, read_manifest, summary, verify_package
+from fastort.prepare.optimize import optimize
+from fastort.prepare.package import MANIFEST, load_package, package, read_manifest, summary, verify_package
 from fastort.prepare import PackageError, PackageIntegrityError
-from fastort.quantize import quantize
+from fastort.prepare.quantize import quantize
 
 import prep_models
 

@@ -138,7 +138,7 @@ def _gpu_runtime_library() -> str:
         return named
     import glob
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     found = sorted(glob.glob(os.path.join(root, ".cache", "onnxruntime-gpu", "libonnxruntime.so.*")))
     return found[-1] if found else ""
 

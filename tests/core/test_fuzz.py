@@ -17,7 +17,7 @@ import fastort
 from fastort import InvalidInputError, ModelLoadError
 import models
 
-FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz")
+FUZZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fuzz")
 
 
 @pytest.mark.parametrize("target,runs", [("fuzz_load.py", 1500), ("fuzz_run.py", 1500)])
@@ -100,7 +100,7 @@ def test_native_core_checks(tmp_path):
     # fuzz/check_core.cpp: overflowing shapes given straight to the C++ core,
     # overlapping buffers, and a model-bytes mutation loop (the rank-0 scan on
     # every mutant, onnxruntime's loader on some).
-    from fastort.benchmark import native_binary
+    from fastort.bench import native_binary
 
     binary = native_binary("fastort_check_core")
     if binary is None:

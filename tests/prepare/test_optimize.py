@@ -9,7 +9,7 @@ import pytest
 
 import fastort
 from fastort.errors import ModelLoadError, ModelNotFoundError
-from fastort.optimize import fix_dims, optimize, simplify, to_float16
+from fastort.prepare.optimize import fix_dims, optimize, simplify, to_float16
 from fastort.prepare import OptimizationError, ValidationError
 
 import prep_models
@@ -139,7 +139,7 @@ def test_sklearn_probability_maps_survive_simplification():
     pytest.importorskip("skl2onnx")
     from sklearn.ensemble import GradientBoostingClassifier
 
-    from fastort.convert import from_sklearn
+    from fastort.prepare.convert import from_sklearn
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 4)).astype(np.float32)
