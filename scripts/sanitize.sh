@@ -35,7 +35,7 @@ site=$out/site
 echo "== building fastort with -fsanitize=$flags into $site"
 "$py" -m pip install -q --no-build-isolation --no-deps --upgrade --target "$site" \
   -C build-dir="$out/cmake" -C cmake.build-type=RelWithDebInfo \
-  -C cmake.define.FASTORT_SANITIZE="$flags" .
+  -C cmake.define.FASTORT_SANITIZE="$flags" -C cmake.define.FASTORT_INSTALL_NATIVE_PROGRAMS=ON .
 
 ORT_LIB=$("$py" -c 'import fastort; print(fastort.runtime_info()["library_path"])')
 supp=$root/scripts/sanitizers

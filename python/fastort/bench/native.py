@@ -24,12 +24,15 @@ FLOOR = NATIVE_LABELS["iobinding_floor"]
 
 
 def native_binary(name: str = "fastort_bench_native") -> Optional[str]:
-    """The path of one of fastort's C++ benchmark programs, if it was built.
+    """The path of one of fastort's C++ programs (benchmarks, core checks), if built.
 
-    Looked for in the package's ``_bin/`` (a regular install), the ``_bin/`` of
-    fastort in site-packages (where an editable install puts it), then the
-    newest CMake build folder ``build/*/`` of a source checkout.
-    ``$FASTORT_BENCH_BIN_DIR`` names a folder to look in first.
+    The wheel leaves them out unless built with
+    ``-C cmake.define.FASTORT_INSTALL_NATIVE_PROGRAMS=ON`` (then they are in the
+    package's ``_bin/``). Looked for in ``$FASTORT_BENCH_BIN_DIR``, the package's
+    ``_bin/``, the ``_bin/`` of fastort in site-packages, then the newest CMake
+    build folder ``build/*/`` of the source checkout the package lives in
+    (editable installs) or of the current directory (a checkout's root, where
+    the tests and bench/ run).
     """
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the fastort package
     candidates = []
@@ -39,9 +42,10 @@ def native_binary(name: str = "fastort_bench_native") -> Optional[str]:
     candidates.append(os.path.join(here, "_bin", name))
     for key in ("platlib", "purelib"):
         candidates.append(os.path.join(sysconfig.get_paths()[key], "fastort", "_bin", name))
-    root = os.path.dirname(os.path.dirname(here))  # the checkout, when fastort lives in python/fastort
-    built = glob.glob(os.path.join(root, "build", "*", name)) + glob.glob(os.path.join(root, "build", name))
-    candidates += sorted(built, key=os.path.getmtime, reverse=True)
+    built: List[str] = []
+    for root in (os.path.dirname(os.path.dirname(here)), os.getcwd()):  # python/fastort's checkout; the cwd
+        built += glob.glob(os.path.join(root, "build", "*", name)) + glob.glob(os.path.join(root, "build", name))
+    candidates += sorted(set(built), key=os.path.getmtime, reverse=True)
     for path in candidates:
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
