@@ -104,7 +104,7 @@ def test_native_core_checks(tmp_path):
 
     binary = native_binary("fastort_check_core")
     if binary is None:
-        pytest.skip("fastort was built without the native programs (FASTORT_BUILD_BENCH=OFF)")
+        pytest.skip("the native programs were not found (built with FASTORT_BUILD_BENCH=OFF, or not run from the checkout)")
     paths = []
     for name, model in [("mlp", models.mlp((64, 128, 16))), ("scalar", models.scalar_plus_matrix()),
                         ("strings", models.identity(TensorProto.STRING, ["n"]))]:

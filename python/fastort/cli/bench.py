@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(timings, title))
     if not args.no_native and not any(t.method.startswith("native") for t in timings):
         if native_binary() is None:
-            print("(the C++ benchmark program was not found: build with FASTORT_BUILD_BENCH=ON and run from the checkout, or set FASTORT_BENCH_BIN_DIR)", file=sys.stderr)
+            print("(the C++ benchmark program was not found: build with FASTORT_BUILD_BENCH=ON and run from the "
+                  "checkout, or set FASTORT_BENCH_BIN_DIR)", file=sys.stderr)
         else:
             print("(the C++ benchmark program takes models with one float32 input only)", file=sys.stderr)
     return 0

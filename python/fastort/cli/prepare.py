@@ -204,8 +204,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Adds convert, optimize, quantize, validate, package and prepare."""
-    p = subparsers.add_parser("convert", help="framework model (torch, scikit-learn, TensorFlow) to checked ONNX", description="Convert a framework model to ONNX, checked "
-                                "and compared with the framework's outputs.")
+    p = subparsers.add_parser(
+        "convert", help="framework model (torch, scikit-learn, TensorFlow) to checked ONNX",
+        description="Convert a framework model to ONNX, checked "
+        "and compared with the framework's outputs.")
     p.add_argument("model", help="a saved model: .pt/.pth (torch), .pkl/.joblib (scikit-learn), .keras/.h5, .onnx")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--input-shape", type=_shape, action="append", help="example input shape (repeat per input), "
@@ -217,8 +219,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _tolerance_args(p, None, None)
     p.set_defaults(run=_convert, parser=p)
 
-    p = subparsers.add_parser("optimize", help="graph optimization and simplification, fixed dims, float16", description="Simplify the graph and save onnxruntime's "
-                                "optimizations, validated against the input model.")
+    p = subparsers.add_parser(
+        "optimize", help="graph optimization and simplification, fixed dims, float16",
+        description="Simplify the graph and save onnxruntime's "
+        "optimizations, validated against the input model.")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--level", default="extended", choices=["disable", "basic", "extended", "all"])
@@ -233,8 +237,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _tolerance_args(p, None, None)
     p.set_defaults(run=_optimize, parser=p)
 
-    p = subparsers.add_parser("quantize", help="dynamic or static int8", description="Quantize to int8 with onnxruntime's tools, "
-                                "validated against the float model.")
+    p = subparsers.add_parser(
+        "quantize", help="dynamic or static int8",
+        description="Quantize to int8 with onnxruntime's tools, "
+        "validated against the float model.")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.add_argument("--mode", default="dynamic", choices=["dynamic", "static"])
@@ -254,8 +260,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _tolerance_args(p, 0.1, None)
     p.set_defaults(run=_quantize, parser=p)
 
-    p = subparsers.add_parser("validate", help="compare a candidate's outputs with a reference's", description="Compare a candidate model's outputs with a "
-                                "reference's; exit status 1 when outside tolerance.")
+    p = subparsers.add_parser(
+        "validate", help="compare a candidate's outputs with a reference's",
+        description="Compare a candidate model's outputs with a "
+        "reference's; exit status 1 when outside tolerance.")
     p.add_argument("reference", help="the reference: an .onnx file or a saved framework model")
     p.add_argument("candidate", help="the candidate .onnx file")
     p.add_argument("--inputs", help="inputs: an .npy or .npz file (default: seeded random inputs)")
@@ -265,8 +273,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_validate, parser=p)
 
-    p = subparsers.add_parser("package", help="a model directory with a hashed manifest (or --verify one)", description="Write a model package (ONNX file + "
-                                "fastort.json manifest), or verify one with --verify.")
+    p = subparsers.add_parser(
+        "package", help="a model directory with a hashed manifest (or --verify one)",
+        description="Write a model package (ONNX file + "
+        "fastort.json manifest), or verify one with --verify.")
     p.add_argument("model", help="an .onnx file (or, with --verify, a package directory)")
     p.add_argument("-o", "--output", help="the package directory to write")
     p.add_argument("--verify", action="store_true", help="verify the package's hashes and describe it")
@@ -278,8 +288,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(run=_package, parser=p)
 
-    p = subparsers.add_parser("prepare", help="all of the above, with a before/after table", description="Convert, optimize, quantize, validate and "
-                                "package a model; ends with a before/after table.")
+    p = subparsers.add_parser(
+        "prepare", help="all of the above, with a before/after table",
+        description="Convert, optimize, quantize, validate and "
+        "package a model; ends with a before/after table.")
     p.add_argument("model", help="an .onnx file or a saved framework model (.pt/.pth, .pkl/.joblib, .keras/.h5)")
     p.add_argument("-o", "--output", required=True, help="the package directory to write")
     p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
