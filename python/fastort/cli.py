@@ -144,6 +144,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .benchmark import main as bench_main
 
             return bench_main(rest)
+        if command == "serve":  # issue #15: python/fastort/serve/cli.py
+            from .serve.cli import main as serve_main
+
+            return serve_main(rest)
         from ._prepare_cli import COMMANDS
 
         if command in COMMANDS:
