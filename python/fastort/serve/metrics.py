@@ -9,7 +9,7 @@ scrapes; the batcher's own counters (batches run, queue depth) are read from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Dict, List
 
 if TYPE_CHECKING:  # pragma: no cover
     from .repository import Repository, ServedModel
@@ -30,7 +30,7 @@ class Metrics:
         self.latency = Histogram("fastort_inference_request_duration_seconds",
                                  "Inference request latency, arrival to response", ("model", "version", "protocol"),
                                  buckets=BUCKETS, registry=self.registry)
-        self.registry.register(_TritonCollector(repository))  # type: ignore[arg-type]
+        self.repository = repository
 
     def finished(self, model: "ServedModel", protocol: str, error_kind: str, rows: int, total_s: float,
                  input_s: float, infer_s: float, output_s: float) -> None:
@@ -40,57 +40,59 @@ class Metrics:
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
 
-        return bytes(generate_latest(self.registry))
+        return triton_text(self.repository).encode() + bytes(generate_latest(self.registry))
 
 
-def _family(name: str, doc: str, kind: str) -> Any:
-    from prometheus_client.metrics_core import Metric
-
-    return Metric(name, doc, kind)
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class _TritonCollector:
-    """Triton's metric families from the models' statistics."""
+#: Triton's families: (name, type, help); counters keep Triton's names (no ``_total``)
+FAMILIES = (
+    ("nv_inference_request_success", "counter", "Number of successful inference requests, all batch sizes"),
+    ("nv_inference_request_failure", "counter", "Number of failed inference requests, all batch sizes"),
+    ("nv_inference_count", "counter", "Number of inferences performed (a request of N rows counts N)"),
+    ("nv_inference_exec_count", "counter", "Number of model executions (batches) performed"),
+    ("nv_inference_request_duration_us", "counter", "Cumulative inference request duration in microseconds "
+     "(arrival to response)"),
+    ("nv_inference_compute_input_duration_us", "counter", "Cumulative time decoding request inputs in microseconds"),
+    ("nv_inference_compute_infer_duration_us", "counter", "Cumulative time in the engine (batcher queue and model "
+     "run together) in microseconds"),
+    ("nv_inference_compute_output_duration_us", "counter", "Cumulative time encoding outputs in microseconds"),
+    ("nv_inference_pending_request_count", "gauge", "Requests accepted by the server and not yet answered"),
+    ("fastort_queue_requests", "gauge", "Requests waiting in the engine's batching queue"),
+)
 
-    def __init__(self, repository: "Repository") -> None:
-        self.repository = repository
 
-    def collect(self) -> Iterator[Any]:
-        f = {
-            "success": _family("nv_inference_request_success", "Number of successful inference requests, all batch "
-                               "sizes", "counter"),
-            "failure": _family("nv_inference_request_failure", "Number of failed inference requests, all batch sizes",
-                               "counter"),
-            "count": _family("nv_inference_count", "Number of inferences performed (a request of N rows counts N)",
-                             "counter"),
-            "exec": _family("nv_inference_exec_count", "Number of model executions (batches) performed", "counter"),
-            "request": _family("nv_inference_request_duration_us", "Cumulative inference request duration in "
-                               "microseconds (arrival to response)", "counter"),
-            "input": _family("nv_inference_compute_input_duration_us", "Cumulative time decoding request inputs, "
-                             "microseconds", "counter"),
-            "infer": _family("nv_inference_compute_infer_duration_us", "Cumulative time in the engine, batcher "
-                             "queue and model run together, microseconds", "counter"),
-            "output": _family("nv_inference_compute_output_duration_us", "Cumulative time encoding outputs, "
-                              "microseconds", "counter"),
-            "pending": _family("nv_inference_pending_request_count", "Requests accepted by the server and not yet "
-                               "answered", "gauge"),
-            "queued": _family("fastort_queue_requests", "Requests waiting in the engine's batching queue", "gauge"),
-        }
-        for m in self.repository.loaded():
-            labels = {"model": m.name, "version": m.version}
-            f["success"].add_sample("nv_inference_request_success", labels, m.success)
-            for reason, n in sorted(m.failure_reasons.items()):
-                f["failure"].add_sample("nv_inference_request_failure", dict(labels, reason=reason), n)
-            f["count"].add_sample("nv_inference_count", labels, m.inference_count)
-            f["request"].add_sample("nv_inference_request_duration_us", labels, m.success_ns // 1000)
-            f["input"].add_sample("nv_inference_compute_input_duration_us", labels, m.compute_input_ns // 1000)
-            f["infer"].add_sample("nv_inference_compute_infer_duration_us", labels, m.compute_infer_ns // 1000)
-            f["output"].add_sample("nv_inference_compute_output_duration_us", labels, m.compute_output_ns // 1000)
-            f["pending"].add_sample("nv_inference_pending_request_count", labels, m.pending)
-            try:
-                stats = m.engine.stats()
-            except Exception:  # closed between the listing and now
-                stats = {}
-            f["exec"].add_sample("nv_inference_exec_count", labels, float(stats.get("batches", 0)))
-            f["queued"].add_sample("fastort_queue_requests", labels, float(stats.get("queue_requests", 0)))
-        yield from f.values()
+def triton_text(repository: "Repository") -> str:
+    """Triton's metric families in Prometheus' text format (0.0.4), as Triton
+    writes them. prometheus_client would rename counters to ``*_total``."""
+    samples: Dict[str, List[str]] = {name: [] for name, _, _ in FAMILIES}
+
+    def add(name: str, labels: Dict[str, str], value: float) -> None:
+        text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        samples[name].append(f"{name}{{{text}}} {float(value)!r}")
+
+    for m in repository.loaded():
+        labels = {"model": m.name, "version": m.version}
+        add("nv_inference_request_success", labels, m.success)
+        for reason, n in sorted(m.failure_reasons.items()):
+            add("nv_inference_request_failure", dict(labels, reason=reason), n)
+        add("nv_inference_count", labels, m.inference_count)
+        add("nv_inference_request_duration_us", labels, m.success_ns // 1000)
+        add("nv_inference_compute_input_duration_us", labels, m.compute_input_ns // 1000)
+        add("nv_inference_compute_infer_duration_us", labels, m.compute_infer_ns // 1000)
+        add("nv_inference_compute_output_duration_us", labels, m.compute_output_ns // 1000)
+        add("nv_inference_pending_request_count", labels, m.pending)
+        try:
+            stats = m.engine.stats()
+        except Exception:  # closed between the listing and now
+            stats = {}
+        add("nv_inference_exec_count", labels, stats.get("batches", 0))
+        add("fastort_queue_requests", labels, stats.get("queue_requests", 0))
+    lines = []
+    for name, kind, doc in FAMILIES:
+        lines.append(f"# HELP {name} {doc}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(samples[name])
+    return "\n".join(lines) + "\n"

@@ -196,29 +196,29 @@ def from_json(where: str, dtype: np.dtype, dims: Tuple[int, ...], data: Any) -> 
     """An array from JSON ``data`` (flat or nested, row-major); values must fit
     the datatype exactly (no silent rounding, truncation or wrap-around)."""
     count = _count(dims)
-    if dtype.kind == "O":
-        flat = _flatten(where, data)
+    flat = _flatten(where, data)
+    kind = dtype.kind
+    if kind == "O":
         if not all(isinstance(v, str) for v in flat):
             raise ProtocolError(f"{where}: BYTES data must be strings")
         arr = np.empty(len(flat), dtype=object)
         arr[:] = [v.encode("utf-8") for v in flat]
-    else:
-        try:
-            raw = np.asarray(data)
-        except (ValueError, TypeError) as e:
-            raise ProtocolError(f"{where}: data is not a regular array of numbers ({e})") from None
-        if raw.size and raw.dtype.kind not in "biuf":
-            raise ProtocolError(f"{where}: data must be numbers for {datatype_of(dtype)}, got {raw.dtype.kind!r} "
-                                "values" + (" (ragged nesting?)" if raw.dtype.kind == "O" else ""))
-        want = dtype.kind
-        if raw.size and ((want == "b" and raw.dtype.kind != "b") or
-                         (want in "iu" and raw.dtype.kind not in "iu") or
-                         (want not in "b" and raw.dtype.kind == "b")):
-            raise ProtocolError(f"{where}: data of kind {raw.dtype.name} does not fit {datatype_of(dtype)}")
-        with np.errstate(all="ignore"):
-            arr = raw.astype(dtype).ravel()
-        if want in "iu" and raw.size and not np.array_equal(arr.astype(raw.dtype), raw.ravel()):
+    elif kind == "b":
+        if not all(type(v) is bool for v in flat):
+            raise ProtocolError(f"{where}: BOOL data must be true/false")
+        arr = np.array(flat, dtype=dtype)
+    elif kind in "iu":
+        if not all(type(v) is int for v in flat):
+            raise ProtocolError(f"{where}: {datatype_of(dtype)} data must be integers")
+        info = np.iinfo(dtype)
+        if flat and (min(flat) < info.min or max(flat) > info.max):
             raise ProtocolError(f"{where}: values out of range for {datatype_of(dtype)}")
+        arr = np.array(flat, dtype=dtype)
+    else:
+        if not all(type(v) in (int, float) for v in flat):
+            raise ProtocolError(f"{where}: {datatype_of(dtype)} data must be numbers")
+        with np.errstate(over="ignore"):
+            arr = np.array(flat, dtype=np.float64).astype(dtype)
     if arr.size != count:
         raise ProtocolError(f"{where}: data has {arr.size} elements, shape {list(dims)} needs {count}")
     return arr.reshape(dims)
@@ -279,7 +279,7 @@ def raw_bytes(arr: np.ndarray) -> Any:
     """The tensor's bytes as the wire carries them (a buffer, no copy when contiguous)."""
     if arr.dtype.kind == "O":
         return encode_bytes(arr)
-    return memoryview(np.ascontiguousarray(arr)).cast("B")
+    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
 
 def json_data(arr: np.ndarray) -> List[Any]:
