@@ -279,7 +279,8 @@ def raw_bytes(arr: np.ndarray) -> Any:
     """The tensor's bytes as the wire carries them (a buffer, no copy when contiguous)."""
     if arr.dtype.kind == "O":
         return encode_bytes(arr)
-    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    flat: Any = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return memoryview(flat)
 
 
 def json_data(arr: np.ndarray) -> List[Any]:
