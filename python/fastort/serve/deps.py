@@ -16,7 +16,7 @@ MODULES = {"uvicorn": "uvicorn", "grpc": "grpcio", "tritonclient.grpc": "tritonc
 def _missing(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is None
-    except ModuleNotFoundError:  # a parent package is missing
+    except (ModuleNotFoundError, ValueError):  # a parent package is missing, or blocked
         return True
 
 
