@@ -18,7 +18,7 @@ import tritonclient.grpc as tg
 import tritonclient.http as th
 from tritonclient.utils import InferenceServerException
 
-from conftest import DATATYPES, Served, alltypes, start, stop
+from servers import DATATYPES, Served, alltypes, start, stop
 from fastort import Engine
 
 
