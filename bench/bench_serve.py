@@ -141,7 +141,7 @@ class Proc:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.ready = ready
 
-    def wait_http_ready(self, port: int, timeout: float = 180) -> None:
+    def wait_http_ready(self, port: int, path: str = "/v2/health/ready", timeout: float = 180) -> None:
         import urllib.request
 
         deadline = time.monotonic() + timeout
@@ -149,7 +149,7 @@ class Proc:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {open(self.log).read()[-3000:]}")
             try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2).status == 200:
                     return
             except Exception:
                 pass
@@ -220,7 +220,7 @@ def start_mlserver(model_path: str, tmp: str) -> Dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=root)
     p = Proc([os.path.join(os.path.dirname(py), "mlserver"), "start", root], "", os.path.join(tmp, "mlserver.log"),
              env=env)
-    p.wait_http_ready(http)
+    p.wait_http_ready(http, "/v2/models/mlp/ready")
     return {"proc": p, "http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc_port}"}
 
 
@@ -247,8 +247,8 @@ def engine_p50(model_path: str, seconds: float) -> Dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 and 8 clients, 2 s each")
-    ap.add_argument("--clients", default="1,4,16,64")
+    ap.add_argument("--quick", action="store_true", help="2 s per point; 1 and 8 clients; no peer unless --peer")
+    ap.add_argument("--clients", default=None, help="comma-separated client counts (default 1,4,16,64)")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--client-procs", type=int, default=2)
@@ -256,8 +256,9 @@ def main() -> int:
     ap.add_argument("--peer", choices=["mlserver", "none"], default="mlserver")
     args = ap.parse_args()
     if args.quick:
-        args.clients, args.seconds, args.warmup = "1,8", 2.0, 0.5
+        args.clients, args.seconds, args.warmup = args.clients or "1,8", 2.0, 0.5
         args.peer = "none" if "--peer" not in sys.argv else args.peer
+    args.clients = args.clients or "1,4,16,64"
     clients = [int(c) for c in args.clients.split(",")]
     from fastort.models import mlp_model
 
@@ -293,6 +294,9 @@ def main() -> int:
                 s["proc"].stop()
     if "mlserver" in results:
         for f, m in zip(results["fastort"], results["mlserver"]):
+            if not m["rps"]:
+                print(f"  {f['clients']:3d} clients: mlserver answered nothing (see its log)")
+                continue
             print(f"  {f['clients']:3d} clients: fastort/mlserver throughput {f['rps'] / m['rps']:.2f}x, "
                   f"p99 {f['p99_ms']:.2f} vs {m['p99_ms']:.2f} ms")
     one = next((r for r in results["fastort"] if r["clients"] == 1), None)

@@ -14,12 +14,12 @@ class OnnxModel(MLModel):
         opts.intra_op_num_threads = int(self.settings.parameters.extra.get("threads", 0)) if (
             self.settings.parameters and self.settings.parameters.extra) else 0
         self.session = ort.InferenceSession(self.settings.parameters.uri, opts, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self._input_name = self.session.get_inputs()[0].name
+        self._output_names = [o.name for o in self.session.get_outputs()]
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         x = NumpyCodec.decode_input(payload.inputs[0])
-        ys = self.session.run(self.outputs, {self.input: np.ascontiguousarray(x, np.float32)})
+        ys = self.session.run(self._output_names, {self._input_name: np.ascontiguousarray(x, np.float32)})
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output(n, y)
-                                                                  for n, y in zip(self.outputs, ys)])
+                                                                  for n, y in zip(self._output_names, ys)])
