@@ -13,13 +13,15 @@ ENGINE_DEFAULTS = EngineOverrides()
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Adds the ``serve`` command to an argparse subparsers object."""
+    """Adds the ``serve`` command to an argparse subparsers object; its
+    ``set_defaults(run=run)`` is what fastort.cli's dispatcher calls."""
     parser = subparsers.add_parser(
         "serve", help="serve models over the Open Inference Protocol (HTTP and gRPC)",
         description="Serve a model repository (a folder of fastort packages or .onnx files, one model per "
                     "sub-folder, optional numbered versions), a package, or one .onnx file over the Open "
                     "Inference Protocol (KServe v2 / Triton): HTTP/REST, gRPC and Prometheus metrics.")
     configure(parser)
+    parser.set_defaults(run=run)
     return parser
 
 

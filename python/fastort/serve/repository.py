@@ -22,7 +22,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from fastort import Engine
 from fastort.errors import FastortError, ModelLoadError
-from fastort.package import MANIFEST, is_package, read_manifest
+try:  # the layered package (issue #10): manifests are read by the engine layer
+    from fastort.engine.manifest import MANIFEST, is_package, read_manifest  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # the flat package
+    from fastort.package import MANIFEST, is_package, read_manifest  # type: ignore[no-redef]
 
 from .config import ServeConfig
 
