@@ -8,6 +8,7 @@
     fastort validate REFERENCE CANDIDATE ... compare outputs within tolerances
     fastort package MODEL -o DIR ...         a model directory with a hashed manifest
     fastort prepare MODEL -o DIR ...         all of the above, with a before/after table
+    fastort serve MODEL_REPO ...             an Open Inference Protocol server (HTTP, gRPC, metrics)
 
 A command group is a module of this package with ``add_parser(subparsers)``,
 which adds its subcommands to the ``fastort`` parser, each with
@@ -33,6 +34,7 @@ GROUPS = (
     "info",
     "bench",
     "prepare",
+    "serve",
 )
 
 
