@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Type
 
 from fastort.errors import ConfigError
 from fastort.ray.predictor import Predictor, PredictorConfig
@@ -30,6 +30,8 @@ class ScoreConfig:
             when None); 2 or more hides the gap between batches.
         ray_remote_args: more ``map_batches`` remote arguments (``memory``,
             ``max_restarts``, ``runtime_env``...).
+        predictor_class: a :class:`Predictor` subclass to use instead (e.g. one
+            that adds pre- or post-processing); it must be importable on the workers.
     """
 
     actors: int = 1
@@ -39,6 +41,7 @@ class ScoreConfig:
     resources: Optional[Mapping[str, float]] = None
     max_tasks_in_flight_per_actor: Optional[int] = None
     ray_remote_args: Mapping[str, Any] = field(default_factory=dict)
+    predictor_class: Optional[Type[Predictor]] = None
 
 
 def score(
@@ -77,7 +80,7 @@ def score(
     if config.resources:
         remote_args["resources"] = dict(config.resources)
     return dataset.map_batches(
-        Predictor,
+        config.predictor_class or Predictor,
         fn_constructor_args=(model, predictor),
         fn_constructor_kwargs=engine_options,
         compute=compute,
