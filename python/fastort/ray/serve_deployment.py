@@ -219,4 +219,5 @@ def deployment(
         serialize = getattr(model, "SerializeToString", None)
         model = bytes(serialize()) if serialize is not None else bytes(model)
     options = serve_options(config, engine_options)
-    return FastortDeployment.options(**options).bind(model, config, dict(engine_options))
+    bound: Any = FastortDeployment  # a serve.Deployment (Ray's decorator is typed as returning the class)
+    return bound.options(**options).bind(model, config, dict(engine_options))
