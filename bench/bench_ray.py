@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -262,6 +263,7 @@ def main() -> int:
             pass
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     by = {(r["model"], r["actors"]): r for r in report["data"]}
     for name in models:
         scaling = by[(name, 2)]["fastort_rows_s"] / by[(name, 1)]["fastort_rows_s"]
