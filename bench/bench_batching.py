@@ -47,9 +47,9 @@ import onnx
 import onnxruntime as ort
 
 import fastort
-from fastort.benchmark import machine_info, native_binary
+from fastort.bench import machine_info, native_binary
 
-from fastort.models import mlp_model
+from fastort.bench.models import mlp_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = (512, 2048, 2048, 512)

@@ -30,9 +30,9 @@ import numpy as np
 import onnx
 
 import fastort
-from fastort.benchmark import (BASELINE, FLOOR, Timing, compare, format_table, machine_info, side_by_side,
+from fastort.bench import (BASELINE, FLOOR, Timing, compare, format_table, machine_info, side_by_side,
                                tiny_inputs)
-from fastort.models import relu_model, tiny_model
+from fastort.bench.models import relu_model, tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MB = 1024 * 1024

@@ -32,11 +32,12 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import fastort  # noqa: E402
-from fastort._prep import format_bytes, format_table, measure_latency, model_size  # noqa: E402
-from fastort.models import mlp_model  # noqa: E402
-from fastort.optimize import optimize  # noqa: E402
-from fastort.quantize import quantize  # noqa: E402
-from fastort.validate import validate  # noqa: E402
+from fastort._format import format_bytes, format_table  # noqa: E402
+from fastort.prepare.common import measure_latency, model_size  # noqa: E402
+from fastort.bench.models import mlp_model  # noqa: E402
+from fastort.prepare.optimize import optimize  # noqa: E402
+from fastort.prepare.quantize import quantize  # noqa: E402
+from fastort.prepare.validate import validate  # noqa: E402
 
 VARIANTS = ("float32", "optimized", "dynamic int8", "static int8")
 
@@ -113,7 +114,7 @@ def main(argv: "List[str] | None" = None) -> int:
 
         import torch
 
-        from fastort.convert import from_torch
+        from fastort.prepare.convert import from_torch
 
         print("== training the CNN briefly on synthetic images")
         torch.set_num_threads(os.cpu_count() or 1)

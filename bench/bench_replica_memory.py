@@ -15,7 +15,7 @@ import tempfile
 
 import onnx
 
-from fastort.models import mlp_model
+from fastort.bench.models import mlp_model
 
 CHILD = r"""
 import sys, time, numpy as np

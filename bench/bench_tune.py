@@ -44,8 +44,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import fastort
-from fastort.benchmark import machine_info
-from fastort.models import mlp_model
+from fastort.bench import machine_info
+from fastort.bench.models import mlp_model
 from fastort.tune import Budget, Load, OrtTarget, Targets, measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -121,11 +121,11 @@ def main(argv: "list[str] | None" = None) -> int:
     args = parser.parse_args(argv)
 
     import fastort
-    from fastort.convert import from_torch
-    from fastort.optimize import optimize
-    from fastort.package import package
-    from fastort.quantize import quantize
-    from fastort.validate import validate
+    from fastort.prepare.convert import from_torch
+    from fastort.prepare.optimize import optimize
+    from fastort.prepare.package import package
+    from fastort.prepare.quantize import quantize
+    from fastort.prepare.validate import validate
 
     out = args.out or tempfile.mkdtemp(prefix="fastort-cifar-")
     os.makedirs(out, exist_ok=True)

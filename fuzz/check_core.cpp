@@ -1,5 +1,5 @@
 // Native hardening checks of the C++ core, no Python: run under the sanitizers
-// by scripts/sanitize.sh and by tests/test_fuzz.py.
+// by scripts/sanitize.sh and by tests/core/test_fuzz.py.
 //
 //   fastort_check_core LIBONNXRUNTIME MODEL... [--iters N] [--seed S]
 //

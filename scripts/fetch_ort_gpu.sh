@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the runtime libraries of an onnxruntime-gpu wheel (not installed: only
 # libonnxruntime.so and its provider libraries, extracted into a git-ignored
-# folder) for tests/test_gpu.py's fallback test: a CUDA-enabled runtime on a
+# folder) for tests/core/test_gpu.py's fallback test: a CUDA-enabled runtime on a
 # machine without the CUDA libraries must fall back to CPU with the loader's
 # reason. Nothing else uses this copy; to serve on a GPU, install
 # onnxruntime-gpu itself (docs/GPU.md).

@@ -18,5 +18,5 @@ info = fastort.runtime_info()
 print("onnxruntime", info["version"], "providers", info["providers"])
 print(json.dumps(info["provider_status"], indent=1))
 PYEOF
-"$PY" -m pytest -q -rs tests/test_gpu.py
+"$PY" -m pytest -q -rs tests/core/test_gpu.py
 "$PY" bench/bench_gpu.py "$@"

@@ -35,7 +35,7 @@ site=$out/site
 echo "== building fastort with -fsanitize=$flags into $site"
 "$py" -m pip install -q --no-build-isolation --no-deps --upgrade --target "$site" \
   -C build-dir="$out/cmake" -C cmake.build-type=RelWithDebInfo \
-  -C cmake.define.FASTORT_SANITIZE="$flags" .
+  -C cmake.define.FASTORT_SANITIZE="$flags" -C cmake.define.FASTORT_INSTALL_NATIVE_PROGRAMS=ON .
 
 ORT_LIB=$("$py" -c 'import fastort; print(fastort.runtime_info()["library_path"])')
 supp=$root/scripts/sanitizers
@@ -96,9 +96,7 @@ else
   # The model-preparation tests run torch, TensorFlow and scikit-learn, whose
   # OpenMP / thread pools are uninstrumented and report races TSan cannot rule
   # out; they exercise no fastort threading that the rest of the suite does not.
-  echo "== pytest under TSan (without the model-preparation tests)"
-  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests \
-    --ignore=tests/test_convert.py --ignore=tests/test_optimize.py --ignore=tests/test_quantize.py \
-    --ignore=tests/test_validate.py --ignore=tests/test_prepare.py --ignore=tests/test_package.py "$@"
+  echo "== pytest under TSan (tests/core: without the model-preparation and CLI tests)"
+  LD_PRELOAD=$runtime "$py" -m pytest -q -p no:cacheprovider tests/core "$@"
 fi
 echo "== sanitize ($kind): no reports"

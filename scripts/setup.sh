@@ -3,10 +3,15 @@
 # onnxruntime's headers, a virtual environment in .venv, and fastort built into it.
 # Idempotent: a second run only rebuilds what changed.
 #
-# Env: PYTHON   the interpreter for the venv (default: python3)
-#      FASTORT_EXTRAS  extras to install (default: test,torch,sklearn,tf,prepare)
-#      FASTORT_FETCH_GPU_RUNTIME=0  don't fetch onnxruntime-gpu's libraries for the fallback test
-#      FASTORT_SKIP_APT=1  never call apt-get (you installed the compilers yourself)
+# Options (environment variables; README.md lists them too):
+#   PYTHON                       the interpreter the venv is made from (default: python3)
+#   FASTORT_EXTRAS               extras to install (default: test,torch,sklearn,tf,prepare;
+#                                "test" alone skips the frameworks, whose tests then skip)
+#   FASTORT_TORCH_VERSION        the CPU torch pinned before the torch extra (default: 2.13.0)
+#   FASTORT_FETCH_GPU_RUNTIME=0  don't fetch onnxruntime-gpu's libraries for the CUDA fallback test
+#   FASTORT_SKIP_APT=1           never call apt-get (you installed a compiler and Python's headers yourself)
+#   ONNXRUNTIME_ROOT             onnxruntime headers to build against (default: found, or fetched
+#                                into .cache/onnxruntime by scripts/fetch_ort_headers.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -5,14 +5,12 @@ every result is compared with."""
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import onnx
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, for the tf tests
 
 import models  # noqa: E402

@@ -3,56 +3,54 @@
 >>> from fastort import Engine
 >>> engine = Engine("model.onnx")
 >>> outputs = engine.run({"x": x})
+
+The package is layered (docs/ARCHITECTURE.md): :mod:`fastort.errors` ->
+:mod:`fastort.runtime` -> :mod:`fastort.engine` -> :mod:`fastort.bench` ->
+:mod:`fastort.prepare` -> :mod:`fastort.cli`; each imports only those before
+it. This module is the facade: it loads the runtime and re-exports the public
+names; the preparation layer is imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import _runtime
-from .engine import BatchConfig, Engine, IOSpec
-from .errors import (
-    EngineClosedError,
-    FastortError,
-    InvalidInputError,
-    ModelLoadError,
-    ModelNotFoundError,
-    RunError,
-    RuntimeLoadError,
-    ConfigError,
-    QueueFullError,
-    RequestTimeoutError,
-    RequestTooLargeError,
-    PrepareError,
-    MissingDependencyError,
-    ConversionError,
-    ValidationError,
-    ConversionMismatchError,
-    OptimizationError,
-    QuantizationError,
-    CalibrationError,
-    PackageError,
-    PackageIntegrityError,
-)
-from ._runtime import configure_global_threads, runtime_info
+from . import errors, runtime
 from ._core import Tensor
+from ._version import __version__
+from .engine import BatchConfig, Engine, IOSpec
+from .errors import *  # noqa: F403 - every error class (errors.__all__ is the one list)
+from .runtime import configure_global_threads, runtime_info
 
-__version__ = "0.1.0"
+runtime.load()
 
-_runtime.load()
-
-#: The model-preparation modules, imported on first use (they import their
-#: frameworks lazily too): ``fastort.validate(reference, candidate, inputs)``,
-#: ``fastort.prepare(model, outdir)``, ``fastort.convert.from_torch(...)``, ...
-_PREPARATION_MODULES = ("convert", "optimize", "quantize", "validate", "package", "prepare", "tune")
+#: The model-preparation names, imported on first use (the preparation layer
+#: imports its frameworks lazily too): name -> (module, attribute; None for the
+#: module itself). ``fastort.prepare`` is the (callable) package.
+_LAZY = {
+    "prepare": ("fastort.prepare", None),
+    "convert": ("fastort.prepare.convert", None),
+    "optimize": ("fastort.prepare.optimize", "optimize"),
+    "quantize": ("fastort.prepare.quantize", "quantize"),
+    "validate": ("fastort.prepare.validate", "validate"),
+    "package": ("fastort.prepare.package", "package"),
+    "tune": ("fastort.tune", None),
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _PREPARATION_MODULES:
+    """``fastort.validate(...)``, ``fastort.optimize(...)``, ``fastort.quantize(...)``,
+    ``fastort.package(...)``: the step functions; ``fastort.convert``: the module
+    of ``from_torch``, ``from_sklearn``, ``from_tensorflow``; ``fastort.prepare``:
+    the preparation package, callable as its pipeline."""
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(module_name)
+        return module if attribute is None else getattr(module, attribute)
     raise AttributeError(f"module 'fastort' has no attribute {name!r}")
+
 
 __all__ = [
     "Engine",
@@ -61,26 +59,6 @@ __all__ = [
     "runtime_info",
     "Tensor",
     "configure_global_threads",
-    "FastortError",
-    "RuntimeLoadError",
-    "ModelLoadError",
-    "ModelNotFoundError",
-    "InvalidInputError",
-    "RunError",
-    "EngineClosedError",
-    "ConfigError",
-    "QueueFullError",
-    "RequestTimeoutError",
-    "RequestTooLargeError",
-    "PrepareError",
-    "MissingDependencyError",
-    "ConversionError",
-    "ValidationError",
-    "ConversionMismatchError",
-    "OptimizationError",
-    "QuantizationError",
-    "CalibrationError",
-    "PackageError",
-    "PackageIntegrityError",
     "__version__",
 ]
+__all__ += errors.__all__

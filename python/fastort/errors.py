@@ -6,10 +6,10 @@ exception a caller would catch for it (``ImportError``, ``ValueError``, ...).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .validate import ValidationReport
+    from .prepare.validate import ValidationReport
 
 __all__ = [
     "FastortError",
@@ -100,7 +100,7 @@ class ConversionError(PrepareError, ValueError):
 
 class ValidationError(PrepareError, ValueError):
     """A candidate model's outputs are outside the tolerances. ``report`` is the
-    :class:`fastort.validate.ValidationReport` with the numbers; ``model`` the
+    :class:`fastort.prepare.validate.ValidationReport` with the numbers; ``model`` the
     candidate (an ``onnx.ModelProto``) when a step produced it."""
 
     def __init__(self, message: str, report: "Optional[ValidationReport]" = None, model: Any = None) -> None:
@@ -132,3 +132,18 @@ class PackageError(PrepareError, ModelLoadError):
 class PackageIntegrityError(PackageError):
     """A file of a model package does not match the hash in its manifest
     (tampered, truncated or replaced), or is missing."""
+
+
+#: The classes the native core raises, by the key the binding knows each by;
+#: handed to ``fastort._core`` once, when :mod:`fastort.runtime` is imported.
+NATIVE_ERRORS: Dict[str, Type[FastortError]] = {
+    "base": FastortError,
+    "runtime_load": RuntimeLoadError,
+    "model_load": ModelLoadError,
+    "invalid_input": InvalidInputError,
+    "too_large": RequestTooLargeError,
+    "run": RunError,
+    "queue_full": QueueFullError,
+    "timeout": RequestTimeoutError,
+    "closed": EngineClosedError,
+}

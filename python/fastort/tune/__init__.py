@@ -13,7 +13,10 @@ See docs/TUNE.md.
 
 from __future__ import annotations
 
-from .._prep import make_module_callable
+import sys
+import types
+from typing import Any
+
 from .config import Budget, Load, Targets
 from .inputs import InputSet
 from .load import Measurement, OrtTarget, measure
@@ -24,4 +27,11 @@ from .space import Config
 __all__ = ["tune", "Targets", "Budget", "Load", "TuneResult", "CandidateResult", "Config", "Measurement",
            "InputSet", "OrtTarget", "measure", "DEFAULT_ALLOW"]
 
-make_module_callable(__name__, tune)
+class _CallablePackage(types.ModuleType):
+    """``fastort.tune(...)`` calls :func:`tune`; ``fastort.tune.X`` is as usual."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> TuneResult:
+        return tune(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

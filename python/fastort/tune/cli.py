@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from .config import KNOBS
     from .search import DEFAULT_ALLOW
 
-    p = subparsers.add_parser("tune", help="find the fastest configuration that meets your targets",
+    p: argparse.ArgumentParser = subparsers.add_parser("tune", help="find the fastest configuration that meets your targets",
                               description="Measure configurations of MODEL under load on this machine and write "
                                           "the fastest that meets the targets as a fastort package (docs/TUNE.md).")
     p.add_argument("model", help="an .onnx file or a model package")
@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--plot", help="save throughput vs p99 as a PNG (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(run=run)
     return p
 
 
@@ -108,4 +108,4 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="fastort")
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["tune"] + list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args))
+    return int(args.run(args))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
 
@@ -55,7 +55,7 @@ class Targets:
             raise ConfigError(f"Targets.metric must be callable (reference, candidate) -> float | bool, "
                               f"got {type(self.metric).__name__}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"p99_ms": self.p99_ms, "max_error": self.max_error, "max_size_mb": self.max_size_mb,
                 "metric": getattr(self.metric, "__name__", repr(self.metric)) if self.metric else None}
 
@@ -137,7 +137,7 @@ class Load:
             return f"{self.clients} closed-loop client{'s' if self.clients != 1 else ''}"
         return f"open-loop arrivals at {self.arrival_rate:g} requests/s"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         return {"clients": self.clients, "arrival_rate": self.arrival_rate}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -61,8 +61,9 @@ def _specs_text(specs: Sequence[Any]) -> str:
                      for s in specs)
 
 
-def _dim_keys(specs: Sequence[Any]) -> Tuple[set, set]:
-    names, positional = set(), set()
+def _dim_keys(specs: Sequence[Any]) -> Tuple[Set[str], Set[str]]:
+    names: Set[str] = set()
+    positional: Set[str] = set()
     for s in specs:
         for i, d in enumerate(s.shape or ()):
             if isinstance(d, str):

@@ -133,7 +133,7 @@ def plot(result: "TuneResult", path: str) -> Optional[str]:
 
 def save_package(result: "TuneResult", outdir: str, overwrite: bool) -> str:
     """The winner's model and settings as a fastort package."""
-    import fastort
+    from ..prepare.package import package
 
     w = result.winner
     if w is None:
@@ -156,7 +156,7 @@ def save_package(result: "TuneResult", outdir: str, overwrite: bool) -> str:
         summary["note"] = ("use_global_thread_pool: measured with onnxruntime's global pools at their defaults "
                            "(one thread per core, no spinning); fastort.configure_global_threads changes them")
     machine = {"cpu": result.machine.get("cpu"), "cores": result.machine.get("cores")}
-    return fastort.package.package(
+    return package(
         result.variant_paths[cfg.variant], outdir, replicas=cfg.replicas, max_batch_size=batch or 0,
         max_delay_us=delay, runtime=runtime, source=result.model,
         description=f"tuned by fastort tune for {result.load.describe()}",

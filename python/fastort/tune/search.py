@@ -12,6 +12,8 @@ import warnings
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ..engine import Engine
+from ..engine.manifest import is_package, load_package
 from ..errors import ConfigError, FastortError, ModelNotFoundError
 from . import space, variants
 from .config import Budget, Load, Targets, check_allow, check_objective
@@ -37,7 +39,7 @@ def _rss_mb() -> Optional[float]:
 
 
 def _machine() -> Dict[str, Any]:
-    from ..benchmark import machine_info
+    from ..bench import machine_info
 
     info = machine_info()
     info["cores"] = space.cores()
@@ -59,12 +61,10 @@ def _as(value: Any, cls: Any, what: str) -> Any:
 
 def _model_path(model: Any, folder: str) -> Tuple[str, str]:
     """(path of the ONNX file to tune, its description)."""
-    import fastort
-
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        if fastort.package.is_package(path):
-            return fastort.package.load_package(path)[0], path
+        if is_package(path):
+            return load_package(path)[0], path
         if not os.path.exists(path):
             raise ModelNotFoundError(f"model file not found: {path}")
         return path, path
@@ -128,8 +128,6 @@ class _Run:
 
     def evaluate(self, config: Config, stage: str, variant: variants.Variant) -> Optional[CandidateResult]:
         """Measures one candidate; None when the budget is spent."""
-        import fastort
-
         if self.out_of_budget():
             self.exhausted = True
             self.skipped.append((config.label(), "budget spent"))
@@ -144,7 +142,7 @@ class _Run:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                engine = fastort.Engine(variant.path, **config.engine_kwargs())
+                engine = Engine(variant.path, **config.engine_kwargs())
             c.notes.extend(str(w.message) for w in caught)
             engine.run(self.inputs.requests[0])
             m = measure(engine, self.inputs, self.load, self.budget, self.stages_deadline)
@@ -202,8 +200,6 @@ class _Run:
         baselines) so that one lucky window on a noisy machine does not pick
         the winner: their ratio becomes the mean over both runs and their p99
         the worse of the two."""
-        import fastort
-
         ranked = [c for c in sorted(self.candidates, key=lambda c: rank_key(c, self.objective))
                   if c.measurement is not None and c.failed is None][:self.budget.confirm]
         if len(ranked) < 2:
@@ -222,7 +218,7 @@ class _Run:
                 break
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                engine = fastort.Engine(c.model_path, **c.config.engine_kwargs())
+                engine = Engine(c.model_path, **c.config.engine_kwargs())
             try:
                 m = measure(engine, self.inputs, self.load, self.budget, self.deadline)
             finally:
@@ -302,8 +298,6 @@ def tune(
         baseline: measure a plain onnxruntime InferenceSession between candidates.
         progress: show a progress bar with the current best.
     """
-    import fastort
-
     targets_: Targets = _as(targets, Targets, "targets")
     budget_: Budget = _as(budget, Budget, "budget")
     targets, budget = targets_, budget_
@@ -328,7 +322,7 @@ def tune(
         path, source = _model_path(model, tmp.name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            probe = fastort.Engine(path, intra_op_threads=1)
+            probe = Engine(path, intra_op_threads=1)
         with probe:
             specs, out_specs = probe.inputs, probe.outputs
         inputs_set = make_inputs(inputs, specs, dims, allow_default_dims)

@@ -10,6 +10,7 @@ coordinate search): the full product would not fit a budget of minutes.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -112,13 +113,15 @@ def available_providers(requested: Optional[Sequence[Any]] = None) -> Tuple[List
     """Providers to try: the ones given, else the CPU plus every device that
     ``fastort.devices()`` reports (when this fastort has it) and the CUDA
     provider when the runtime has it. Returns (providers, notes)."""
-    import fastort
+    from .. import runtime
 
     notes: List[str] = []
     if requested:
         return list(requested), notes
     found: List[Any] = ["cpu"]
-    devices = getattr(fastort, "devices", None)
+    # fastort.devices() (OpenVINO devices and more) where this fastort has it: in the
+    # runtime layer, or on the facade (looked up, not imported: it imports this layer)
+    devices = getattr(runtime, "devices", None) or getattr(sys.modules.get("fastort"), "devices", None)
     if callable(devices):
         try:
             for dev in devices():
@@ -128,7 +131,7 @@ def available_providers(requested: Optional[Sequence[Any]] = None) -> Tuple[List
         except Exception as e:  # noqa: BLE001 - a device probe must not stop tuning
             notes.append(f"fastort.devices() failed ({type(e).__name__}: {e}); tried the CPU only")
     else:
-        info = fastort.runtime_info()
+        info = runtime.runtime_info()
         status = info.get("provider_status", {}).get("CUDAExecutionProvider", {})
         if status.get("available"):
             found.append("cuda")

@@ -69,7 +69,8 @@ def build(name: str, source: str, folder: str, batches: List[Dict[str, np.ndarra
           provider: Any) -> Tuple[str, List[str]]:
     """Makes variant ``name`` of the model at ``source`` in ``folder``; returns
     (path, notes). Preparation errors propagate (the caller records them)."""
-    import fastort
+    from ..prepare.optimize import optimize
+    from ..prepare.quantize import quantize
 
     path = os.path.join(folder, f"{name}.onnx")
     feeds = batches[0] if len(batches) == 1 else None
@@ -77,19 +78,19 @@ def build(name: str, source: str, folder: str, batches: List[Dict[str, np.ndarra
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if name == "optimized":
-            step = fastort.optimize.optimize(source, path, level="extended", inputs=feeds, force=True, measure=False)
+            step = optimize(source, path, level="extended", inputs=feeds, force=True, measure=False)
         elif name == "fp16":
             pname = provider[0] if isinstance(provider, (tuple, list)) else provider
             target = "cuda" if "cuda" in str(pname).lower() else "cpu"
-            step = fastort.optimize.optimize(source, path, level="basic", target=target, fp16=True, inputs=feeds,
+            step = optimize(source, path, level="basic", target=target, fp16=True, inputs=feeds,
                                              force=True, measure=False)
         elif name == "int8-dynamic":
-            step = fastort.quantize.quantize(source, path, mode="dynamic", inputs=feeds, force=True, measure=False)
+            step = quantize(source, path, mode="dynamic", inputs=feeds, force=True, measure=False)
         elif name == "int8-static":
             cal = calibration if calibration is not None else _stack(batches)
             if calibration is None:
                 notes.append("calibrated on the tuning inputs")
-            step = fastort.quantize.quantize(source, path, mode="static", calibration=cal, inputs=feeds,
+            step = quantize(source, path, mode="static", calibration=cal, inputs=feeds,
                                              force=True, measure=False)
         else:  # pragma: no cover - plan() names only the above
             raise ValueError(f"unknown variant {name!r}")
@@ -110,15 +111,15 @@ def error_of(reference: str, candidate: str, batches: List[Dict[str, np.ndarray]
     """(error, ok, detail) of ``candidate`` against ``reference``: the largest
     max-abs error (or the user's metric) over the validation batches; ``ok``
     False when labels differ or the metric says fail."""
-    import fastort
+    from ..prepare.validate import run_model, validate
 
     if targets.metric is not None:
         metric: Callable[[Mapping[str, Any], Mapping[str, Any]], Any] = targets.metric
         worst = 0.0
         ok = True
         for feeds in batches:
-            ref = fastort.validate.run_model(reference, feeds)
-            cand = fastort.validate.run_model(candidate, feeds)
+            ref = run_model(reference, feeds)
+            cand = run_model(candidate, feeds)
             value = metric(ref, cand)
             if isinstance(value, (bool, np.bool_)):
                 ok = ok and bool(value)
@@ -128,7 +129,7 @@ def error_of(reference: str, candidate: str, batches: List[Dict[str, np.ndarray]
     atol = targets.max_error if targets.max_error is not None else 1e30
     worst, ok, detail = 0.0, True, ""
     for feeds in batches:
-        rep = fastort.validate.validate(reference, candidate, feeds, rtol=0.0, atol=atol, raise_on_failure=False)
+        rep = validate(reference, candidate, feeds, rtol=0.0, atol=atol, raise_on_failure=False)
         worst = max(worst, rep.max_abs_error)
         labels = [o for o in rep.outputs if o.kind != "numeric" and not o.passed]
         if labels:

@@ -1,0 +1,282 @@
+"""fastort on Ray vs plain onnxruntime on Ray, side by side on one local Ray cluster.
+
+    .venv/bin/python bench/bench_ray.py            # a few minutes
+    .venv/bin/python bench/bench_ray.py --quick    # ~3 min on a loaded 2-core machine: fewer rows, 1 round, 2 s serve runs
+
+The cluster: a head node (no CPUs) and two worker nodes of 1 logical CPU each,
+each with a custom resource naming it, started on this machine with
+``ray.cluster_utils.Cluster`` (dashboard off, 250 MB object store per node).
+
+Ray Data batch scoring (rows/s, the scored dataset consumed to the end):
+  - fastort: ``fastort.ray.score`` (Predictor actors, threads sized from the
+    CPU Ray assigned: 1 each),
+  - plain: the ``map_batches`` class Ray's docs show for onnxruntime (an
+    ``InferenceSession`` made in ``__init__``, ``session.run`` in ``__call__``,
+    onnxruntime's default threads),
+with the same actors (num_cpus=1), batch size and input blocks (materialized
+first), for 1 actor on one node and 2 actors on the 2 nodes; MLP 256->512->512->16
+and a small CNN (3x32x32, two conv blocks, global pool, 10 classes), built in code.
+
+Ray Serve, 64 concurrent clients (threads, closed loop, one row per request)
+over a ``DeploymentHandle`` for a fixed time, 1 replica of num_cpus=1:
+  - fastort: ``fastort.ray.deployment`` (fastort's C++ batcher, max batch 32),
+  - plain: ``@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)`` around
+    an ``InferenceSession`` (max_ongoing_requests=64, like fastort's default);
+throughput and p50/p99 latency. Targets (issue #16): Data MLP >= 1.3x, 2 actors
+on 2 nodes >= 1.7x one actor (where the machine has the cores), Serve >= 1.5x
+throughput with a lower p99.
+
+Writes bench/out/ray.json. Measured on a shared machine, numbers move: compare
+the ratios of one run, not runs with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OBJECT_STORE_BYTES = 250 << 20
+MLP_SIZES = (256, 512, 512, 16)
+BATCH_SIZE = 1024
+
+
+def build_cnn(seed: int = 0) -> Any:
+    """x[batch, 3, 32, 32] -> y[batch, 10]: Conv16-Relu-MaxPool, Conv32-Relu-GlobalAvgPool, Gemm."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, *shape: int) -> Any:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "W3", "B3"], ["y"]),
+    ]
+    inits = [init("W1", 16, 3, 3, 3), init("B1", 16), init("W2", 32, 16, 3, 3), init("B2", 32),
+             init("W3", 32, 10), init("B3", 10)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+
+
+class OrtMapBatches:
+    """The onnxruntime class from Ray's batch-inference docs: a session per actor, run per batch."""
+
+    def __init__(self, model: Any) -> None:
+        import onnxruntime as ort
+        import ray
+
+        if isinstance(model, ray.ObjectRef):  # the same model object fastort's actors fetch
+            model = ray.get(model, timeout=300)
+        self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        (y,) = self.session.run(None, {self.input: batch["x"]})
+        return {"predictions": y}
+
+
+def make_features(shape: tuple) -> Any:
+    def features(batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        ids = batch["id"]
+        rng = np.random.default_rng(int(ids[0]))
+        return {"id": ids, "x": rng.standard_normal((len(ids), *shape)).astype(np.float32)}
+
+    return features
+
+
+def consume(ds: Any) -> "tuple[int, float]":
+    """Rows of ``ds`` and rows/s from its first batch on (actor start-up is not counted)."""
+    rows, counted, first = 0, 0, 0.0
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+        n = len(next(iter(batch.values())))
+        if rows == 0:
+            first = time.perf_counter()
+        else:
+            counted += n
+        rows += n
+    elapsed = time.perf_counter() - first
+    return rows, counted / elapsed if elapsed > 0 else 0.0
+
+
+def bench_data(name: str, model_bytes: bytes, shape: tuple, rows: int, rounds: int) -> List[Dict[str, Any]]:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    import fastort.ray as fr
+
+    blocks = max(8, rows // BATCH_SIZE // 2)
+    source = ray.data.range(rows, override_num_blocks=blocks).map_batches(make_features(shape)).materialize()
+    ref = ray.put(model_bytes)
+    results = []
+    for actors, placement in ((1, {"node_w0": 1}), (2, {"worker": 1})):
+        timings = {}
+        for method in ("plain", "fastort") * rounds:  # alternate: a noisy neighbour hits both
+            if method == "fastort":
+                ds = fr.score(source, ref, fr.ScoreConfig(actors=actors, resources=placement, batch_size=BATCH_SIZE),
+                              fr.PredictorConfig(keep_columns=False, outputs=["y"]))
+            else:
+                ds = source.map_batches(OrtMapBatches, fn_constructor_args=(ref,), batch_size=BATCH_SIZE,
+                                        compute=ActorPoolStrategy(size=actors), num_cpus=1, resources=placement,
+                                        batch_format="numpy")
+            n, rate = consume(ds)
+            assert n == rows, (method, n, rows)
+            timings[method] = max(timings.get(method, 0.0), rate)  # best of the rounds
+        results.append({"model": name, "actors": actors, "plain_rows_s": timings["plain"],
+                        "fastort_rows_s": timings["fastort"], "ratio": timings["fastort"] / timings["plain"]})
+        print(f"  data {name:4s} {actors} actor(s): plain {timings['plain']:10.0f} rows/s   "
+              f"fastort {timings['fastort']:10.0f} rows/s   {timings['fastort'] / timings['plain']:.2f}x", flush=True)
+    return results
+
+
+def make_plain_serve(model_bytes: bytes) -> Any:
+    from ray import serve
+
+    @serve.deployment(name="plain", num_replicas=1, max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+    class PlainServe:
+        def __init__(self, model: bytes) -> None:
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+        @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+        async def __call__(self, xs: List[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+            (y,) = self.session.run(None, {"x": np.concatenate(xs)})
+            return [{"y": row[None]} for row in y]
+
+    return PlainServe.bind(model_bytes)
+
+
+def drive(handle: Any, x: np.ndarray, clients: int, seconds: float) -> Dict[str, float]:
+    """Closed-loop clients for ``seconds``: requests/s and latency percentiles (ms)."""
+    stop = time.monotonic() + seconds
+    latencies: List[List[float]] = [[] for _ in range(clients)]
+    errors: List[str] = []
+
+    def client(i: int) -> None:
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            try:
+                handle.remote(x).result(timeout_s=60)
+            except Exception as e:  # counted and reported
+                errors.append(repr(e))
+                continue
+            latencies[i].append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 90)
+    elapsed = time.perf_counter() - started
+    flat = np.array([v for lat in latencies for v in lat])
+    if errors:
+        print(f"    {len(errors)} failed requests, e.g. {errors[0]}", file=sys.stderr)
+    return {"requests_s": len(flat) / elapsed, "p50_ms": float(np.percentile(flat, 50) * 1e3),
+            "p99_ms": float(np.percentile(flat, 99) * 1e3), "errors": len(errors)}
+
+
+def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, seconds: float) -> Dict[str, Any]:
+    from ray import serve
+
+    import fastort.ray as fr
+
+    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    apps = {
+        "plain": lambda: make_plain_serve(model_bytes),
+        "fastort": lambda: fr.deployment(model_bytes, fr.ServeConfig(name="fastort", max_batch_size=32,
+                                                                    ray_actor_options={"num_cpus": 1})),
+    }
+    out: Dict[str, Any] = {"model": name, "clients": clients}
+    for method in ("plain", "fastort"):
+        handle = serve.run(apps[method](), name=method, route_prefix=f"/{method}")
+        drive(handle, x, clients, min(2.0, seconds / 2))  # warm-up
+        out[method] = drive(handle, x, clients, seconds)
+        serve.delete(method)
+    out["throughput_ratio"] = out["fastort"]["requests_s"] / out["plain"]["requests_s"]
+    print(f"  serve {name:4s} {clients} clients: plain {out['plain']['requests_s']:7.0f} req/s "
+          f"p99 {out['plain']['p99_ms']:6.1f} ms   fastort {out['fastort']['requests_s']:7.0f} req/s "
+          f"p99 {out['fastort']['p99_ms']:6.1f} ms   {out['throughput_ratio']:.2f}x", flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and shorter serve runs")
+    parser.add_argument("--rows", type=int, default=None, help="rows per Ray Data run")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per Ray Serve run")
+    parser.add_argument("--clients", type=int, default=64)
+    args = parser.parse_args()
+    rows = args.rows or (20_000 if args.quick else 200_000)
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from fastort.benchmark import machine_info
+    from fastort.models import mlp_model
+
+    models = {"mlp": (mlp_model(MLP_SIZES).SerializeToString(), (MLP_SIZES[0],)),
+              "cnn": (build_cnn().SerializeToString(), (3, 32, 32))}
+    temp_dir = tempfile.mkdtemp(prefix="frb")
+    common = dict(object_store_memory=OBJECT_STORE_BYTES, temp_dir=temp_dir, include_dashboard=False)
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, **common))
+    report: Dict[str, Any] = {"machine": machine_info(), "command": " ".join(sys.argv), "rows": rows,
+                              "serve_seconds": seconds, "data": [], "serve": []}
+    try:
+        for name in ("w0", "w1"):
+            cluster.add_node(num_cpus=1, resources={f"node_{name}": 1, "worker": 1}, **common)
+        ray.init(address=cluster.address, log_to_driver=False)
+        print(f"cluster: head + 2 worker nodes of 1 CPU; machine: {report['machine']['cpu']}, "
+              f"{os.cpu_count()} cores", flush=True)
+        for name, (model, shape) in models.items():
+            report["data"] += bench_data(name, model, shape, rows if name == "mlp" else rows // 4,
+                                         1 if args.quick else 2)
+        serve.start(http_options={"host": "127.0.0.1", "port": 0}, proxy_location="Disabled")
+        for name, (model, shape) in models.items():
+            report["serve"].append(bench_serve(name, model, shape, args.clients, seconds))
+    finally:
+        try:
+            serve.shutdown()
+        except Exception:
+            pass
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    by = {(r["model"], r["actors"]): r for r in report["data"]}
+    for name in models:
+        scaling = by[(name, 2)]["fastort_rows_s"] / by[(name, 1)]["fastort_rows_s"]
+        report.setdefault("scaling_2_vs_1", {})[name] = scaling
+        print(f"  fastort {name}: 2 actors on 2 nodes / 1 actor = {scaling:.2f}x "
+              f"({os.cpu_count()} cores on this machine)")
+    os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
+    path = os.path.join(HERE, "out", "ray.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The engine layer: :class:`Engine` (one ONNX model served by the native core),
+its settings (:class:`BatchConfig`), the model IO description (:class:`IOSpec`),
+the Python side of the request queue, model sources and shared weights, and
+reading model packages (:mod:`fastort.engine.manifest`).
+
+Imports only :mod:`fastort.runtime`, :mod:`fastort.errors` and ``fastort._core``.
+"""
+
+from __future__ import annotations
+
+from .engine import BatchConfig, Dim, Engine, Inputs, IOSpec, ModelLike
+from .manifest import is_package, load_package
+
+__all__ = ["Engine", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs", "is_package", "load_package"]

@@ -1,0 +1,7 @@
+"""``python -m fastort.serve MODEL_REPO ...`` (same as ``fastort serve``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
