@@ -3,6 +3,7 @@
     fastort convert MODEL -o OUT.onnx [--input-shape 1,3,32,32 | --sample DATA]
     fastort optimize MODEL -o OUT.onnx [--level extended] [--target cpu|cuda] [--fp16] [--fix-dim batch=1]
     fastort quantize MODEL -o OUT.onnx [--mode dynamic|static --calibration DATA] [--method minmax|entropy|percentile]
+    fastort quantize MODEL -o OUT.onnx --mode int4 [--block-size 32] [--accuracy-level 4] [--algorithm rtn|hqq|gptq]
     fastort validate REFERENCE CANDIDATE [--inputs DATA] [--rtol R] [--atol A]
     fastort package MODEL -o DIR [--target cpu|cuda] [--replicas N]   |   fastort package DIR --verify
     fastort prepare MODEL -o OUTDIR --target cpu|cuda [--quantize dynamic|static --calibration DATA] [--fp16]
@@ -165,8 +166,15 @@ def quantize_main(argv: Sequence[str]) -> int:
                                 "validated against the float model.")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static"])
-    p.add_argument("--calibration", help="static mode: calibration data, an .npy or .npz file")
+    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static", "int4", "int8_weight"],
+                   help="int8 dynamic/static, or weight-only 4/8-bit MatMul weights (MatMulNBits)")
+    p.add_argument("--calibration", help="static mode, --algorithm gptq: calibration data, an .npy or .npz file")
+    p.add_argument("--block-size", type=int, default=32, help="int4/int8_weight: values per block (32, 64, 128...)")
+    p.add_argument("--symmetric", action="store_true", help="int4/int8_weight: scales only, no zero points")
+    p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
+                   help="int4/int8_weight: MatMulNBits compute type (4: int8 activations, fastest on CPU)")
+    p.add_argument("--algorithm", default="rtn", choices=["rtn", "hqq", "gptq"], help="int4: how weights are rounded")
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="the provider whose kernels must exist")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--percentile", type=float, default=99.999)
     p.add_argument("--per-channel", action="store_true")
@@ -179,7 +187,7 @@ def quantize_main(argv: Sequence[str]) -> int:
     p.add_argument("--no-preprocess", action="store_true", help="skip onnxruntime's quantization pre-processing")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
-    _tolerance_args(p, 0.1, None)
+    _tolerance_args(p, None, None)
     args = p.parse_args(list(argv))
     from .quantize import quantize
 
@@ -188,7 +196,9 @@ def quantize_main(argv: Sequence[str]) -> int:
                       weight_type=args.weight_type, activation_type=args.activation_type,
                       exclude_op_types=args.exclude_op_type, exclude_nodes=args.exclude_node, op_types=args.op_type,
                       preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), rtol=args.rtol,
-                      atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure)
+                      atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure,
+                      block_size=args.block_size, symmetric=args.symmetric, accuracy_level=args.accuracy_level,
+                      algorithm=args.algorithm, target=args.target)
     _print_result(result)
     return 0
 

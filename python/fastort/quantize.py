@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["quantize", "ArrayCalibrationReader", "QuantizationError", "CalibrationError", "METHODS", "MODES"]
 
-MODES = ("dynamic", "static")
+MODES = ("dynamic", "static", "int4", "int8_weight")  # the last two: weight-only, in fastort.wquant
 METHODS = ("minmax", "entropy", "percentile")
 _TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 
@@ -330,19 +330,28 @@ def quantize(
     max_calibration_batches: Optional[int] = None,
     preprocess: bool = True,
     inputs: Any = None,
-    rtol: float = 0.1,
+    rtol: Optional[float] = None,
     atol: Optional[Union[float, Mapping[str, float]]] = None,
-    atol_fraction: float = 0.05,
+    atol_fraction: Optional[float] = None,
     min_top1: Optional[float] = None,
     force: bool = False,
     measure: bool = True,
     latency_seconds: float = 1.0,
+    block_size: int = 32,
+    symmetric: bool = False,
+    accuracy_level: Optional[int] = None,
+    algorithm: str = "rtn",
+    target: str = "cpu",
 ) -> StepResult:
     """Quantizes ``model`` (an .onnx path, bytes, ModelProto or step result) to int8.
 
     Args:
         path: where to write the result (None: not written).
-        mode: ``"dynamic"`` (weights only; no calibration) or ``"static"`` (QDQ).
+        mode: ``"dynamic"`` (weights only; no calibration) or ``"static"`` (QDQ);
+            ``"int4"`` / ``"int8_weight"``: weight-only MatMulNBits (see
+            :func:`fastort.wquant.quantize_weights`, which takes ``block_size``,
+            ``symmetric``, ``accuracy_level``, ``algorithm`` and ``target``;
+            ``exclude_nodes`` and ``calibration`` (GPTQ) are passed on).
         calibration: static mode's data (see :class:`ArrayCalibrationReader`).
         method: calibration method: ``"minmax"``, ``"entropy"`` or ``"percentile"``.
         per_channel: one scale per output channel of each weight.
@@ -359,8 +368,8 @@ def quantize(
         preprocess: run onnxruntime's quantization pre-processing first.
         inputs: validation inputs (default: up to 256 rows of the calibration
             data, else seeded random inputs).
-        rtol, atol: validation tolerance; ``atol=None`` is ``atol_fraction`` of
-            each output's largest magnitude.
+        rtol, atol: validation tolerance (int8 default: rtol 0.1); ``atol=None`` is
+            ``atol_fraction`` (int8 default: 0.05) of each output's largest magnitude.
         min_top1: least top-1 agreement of score outputs ``[N, classes]``, when given.
         force: keep a result outside tolerance (with a warning).
         measure: time batch-1 latency before and after with :class:`fastort.Engine`.
@@ -372,6 +381,17 @@ def quantize(
 
     if mode not in MODES:
         raise QuantizationError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode in ("int4", "int8_weight"):
+        from .wquant import quantize_weights
+
+        return quantize_weights(model, path, mode=mode, block_size=block_size, symmetric=symmetric,
+                                accuracy_level=accuracy_level, algorithm=algorithm, exclude=exclude_nodes,
+                                calibration=calibration, calibration_batch_size=calibration_batch_size,
+                                max_calibration_batches=max_calibration_batches, inputs=inputs, target=target,
+                                rtol=rtol, atol=atol, atol_fraction=atol_fraction, min_top1=min_top1, force=force,
+                                measure=measure, latency_seconds=latency_seconds)
+    rtol = 0.1 if rtol is None else rtol
+    atol_fraction = 0.05 if atol_fraction is None else atol_fraction
     if method not in METHODS:
         raise QuantizationError(f"method must be one of {METHODS}, got {method!r}")
     if not 0 < percentile <= 100:
@@ -423,6 +443,9 @@ def quantize(
                                     f"{type(e).__name__}: {e}") from e
         out = prune_opsets(onnx.load(out_path))
     after = ModelStats.of(out)
+    from .kernels import check_kernels
+
+    notes += check_kernels(out, target, what=f"the {mode} int8 model")
 
     if inputs is not None:
         feeds = normalize_feeds(source, inputs)
