@@ -44,7 +44,8 @@ _runtime.load()
 #: The model-preparation modules, imported on first use (they import their
 #: frameworks lazily too): ``fastort.validate(reference, candidate, inputs)``,
 #: ``fastort.prepare(model, outdir)``, ``fastort.convert.from_torch(...)``, ...
-_PREPARATION_MODULES = ("convert", "optimize", "quantize", "validate", "package", "prepare")
+_PREPARATION_MODULES = ("convert", "optimize", "quantize", "validate", "package", "prepare", "prune", "wquant",
+                        "kernels")
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@
     fastort validate REFERENCE CANDIDATE [--inputs DATA] [--rtol R] [--atol A]
     fastort package MODEL -o DIR [--target cpu|cuda] [--replicas N]   |   fastort package DIR --verify
     fastort prepare MODEL -o OUTDIR --target cpu|cuda [--quantize dynamic|static --calibration DATA] [--fp16]
+                    [--prune 0.3]   (torch models: structured pruning first)
 
 MODEL is an .onnx file, or for convert/prepare a saved framework model: a
 whole torch module (.pt/.pth, TorchScript too), a pickled scikit-learn
@@ -274,6 +275,11 @@ def prepare_main(argv: Sequence[str]) -> int:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--latency-seconds", type=float, default=1.0)
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                   help="torch models: remove this share of channels first (structured, torch-pruning), judged by "
+                   "top-1 agreement with the original on the inputs")
+    p.add_argument("--prune-importance", default="magnitude", choices=["magnitude", "l1", "lamp", "fpgm", "random"])
+    p.add_argument("--prune-steps", type=int, default=1)
     args = p.parse_args(list(argv))
     from .convert import framework_of, load_framework_model
     from .prepare import prepare
@@ -292,7 +298,8 @@ def prepare_main(argv: Sequence[str]) -> int:
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
                      replicas=args.replicas, max_batch_size=args.max_batch_size, min_top1=args.min_top1,
                      force=args.force, progress=not args.no_progress, verbose=False,
-                     overwrite=args.overwrite, latency_seconds=args.latency_seconds)
+                     overwrite=args.overwrite, latency_seconds=args.latency_seconds, prune=args.prune,
+                     prune_options={"importance": args.prune_importance, "steps": args.prune_steps})
     print(result.table)
     for note in result.notes:
         print(f"note: {note}")
