@@ -4,7 +4,7 @@
 # Idempotent: a second run only rebuilds what changed.
 #
 # Env: PYTHON   the interpreter for the venv (default: python3)
-#      FASTORT_EXTRAS  extras to install (default: test,torch,sklearn,tf,prepare)
+#      FASTORT_EXTRAS  extras to install (default: test,torch,sklearn,tf,prepare,prune)
 #      FASTORT_FETCH_GPU_RUNTIME=0  don't fetch onnxruntime-gpu's libraries for the fallback test
 #      FASTORT_SKIP_APT=1  never call apt-get (you installed the compilers yourself)
 set -euo pipefail
@@ -56,7 +56,7 @@ fi
 #    the test tools and the model-preparation extras (FASTORT_EXTRAS to change
 #    them; "test" alone skips torch and scikit-learn). torch is pinned to the CPU
 #    build first so that the [torch] extra never pulls a CUDA build.
-extras=${FASTORT_EXTRAS:-test,torch,sklearn,tf,prepare}
+extras=${FASTORT_EXTRAS:-test,torch,sklearn,tf,prepare,prune}
 case ",$extras," in
   *,torch,*) .venv/bin/python -m pip install -q "torch==${FASTORT_TORCH_VERSION:-2.13.0}" ;;
 esac
