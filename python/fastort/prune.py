@@ -229,9 +229,8 @@ def _outputs(module: Any, tensors: Sequence[Any], torch: Any) -> List[Any]:
 
 
 def _leaf_layers(module: Any, torch: Any, tp: Any, tensors: Sequence[Any]) -> "tuple[Any, List[str]]":
-    """(the last prunable layer run in the forward pass, names of leaf layers
-    with parameters that torch-pruning has no pruner for)."""
-    nn = torch.nn
+    """(the last layer with parameters run in the forward pass, names of leaf
+    layers with parameters that torch-pruning has no pruner for)."""
     known = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR, tp.ops.TORCH_BATCHNORM, tp.ops.TORCH_LAYERNORM,
              tp.ops.TORCH_GROUPNORM, tp.ops.TORCH_INSTANCENORM, tp.ops.TORCH_PRELU, tp.ops.TORCH_EMBED,
              tp.ops.TORCH_MHA, tp.ops.TORCH_LSTM)
@@ -243,7 +242,7 @@ def _leaf_layers(module: Any, torch: Any, tp: Any, tensors: Sequence[Any]) -> "t
             unsupported.append(f"{name} ({type(m).__name__})")
     order: List[Any] = []
     hooks = [m.register_forward_hook(lambda mod, i, o: order.append(mod))
-             for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, nn.Embedding))]
+             for m in module.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
     try:
         _outputs(module, tensors, torch)
     finally:
