@@ -106,15 +106,17 @@ def _initializers(model: "onnx.ModelProto") -> Dict[str, Any]:
 
 
 def matmul_weight_bytes(model: Any) -> int:
-    """Bytes of the constant weights of MatMul, Gemm and MatMulNBits nodes
-    (quantized weights with their scales and zero points)."""
+    """Bytes of the constant weights of MatMul, Gemm, MatMulNBits and
+    MatMulInteger nodes (quantized weights with the scales and zero points
+    they take as inputs; dynamic int8's weight scales, applied by a later Mul,
+    are not counted)."""
     proto = load_model(model)
     inits = _initializers(proto)
     seen = set()
     total = 0
     for node in proto.graph.node:
-        if node.op_type in ("MatMul", "Gemm", "MatMulNBits"):
-            names = node.input[1:] if node.op_type == "MatMulNBits" else node.input[1:2]
+        if node.op_type in ("MatMul", "Gemm", "MatMulNBits", "MatMulInteger"):
+            names = node.input[1:] if node.op_type in ("MatMulNBits", "MatMulInteger") else node.input[1:2]
             for name in names:
                 if name in inits and name not in seen:
                     seen.add(name)
