@@ -33,6 +33,8 @@ from .errors import (
     CalibrationError,
     PackageError,
     PackageIntegrityError,
+    UnsupportedOnTargetError,
+    PruningError,
 )
 from ._runtime import configure_global_threads, runtime_info
 from ._core import Tensor
@@ -83,5 +85,7 @@ __all__ = [
     "CalibrationError",
     "PackageError",
     "PackageIntegrityError",
+    "UnsupportedOnTargetError",
+    "PruningError",
     "__version__",
 ]
