@@ -35,12 +35,13 @@ _LAZY = {
     "validate": ("fastort.prepare.validate", "validate"),
     "package": ("fastort.prepare.package", "package"),
     "tune": ("fastort.tune", None),
+    "prune": ("fastort.prepare.prune", "prune"),
 }
 
 
 def __getattr__(name: str) -> Any:
     """``fastort.validate(...)``, ``fastort.optimize(...)``, ``fastort.quantize(...)``,
-    ``fastort.package(...)``: the step functions; ``fastort.convert``: the module
+    ``fastort.package(...)``, ``fastort.prune(...)``: the step functions; ``fastort.convert``: the module
     of ``from_torch``, ``from_sklearn``, ``from_tensorflow``; ``fastort.prepare``:
     the preparation package, callable as its pipeline."""
     if name in _LAZY:

@@ -33,6 +33,8 @@ __all__ = [
     "CalibrationError",
     "PackageError",
     "PackageIntegrityError",
+    "UnsupportedOnTargetError",
+    "PruningError",
 ]
 
 
@@ -132,6 +134,25 @@ class PackageError(PrepareError, ModelLoadError):
 class PackageIntegrityError(PackageError):
     """A file of a model package does not match the hash in its manifest
     (tampered, truncated or replaced), or is missing."""
+
+
+class UnsupportedOnTargetError(PrepareError, ValueError):
+    """The target execution provider has no kernel for a node of a prepared
+    model (e.g. onnxruntime's CPU provider and a bfloat16 MatMul). ``provider``,
+    ``op_type`` and ``node`` name what is missing (None where onnxruntime did
+    not say)."""
+
+    def __init__(self, message: str, provider: str = "", op_type: "Optional[str]" = None,
+                 node: "Optional[str]" = None) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.op_type = op_type
+        self.node = node
+
+
+class PruningError(PrepareError, ValueError):
+    """Structured pruning was given bad settings (a ratio outside (0, 1), an
+    unknown importance, layers it cannot prune) or torch-pruning failed."""
 
 
 #: The classes the native core raises, by the key the binding knows each by;

@@ -3,9 +3,11 @@
     fastort convert MODEL -o OUT.onnx [--input-shape 1,3,32,32 | --sample DATA]
     fastort optimize MODEL -o OUT.onnx [--level extended] [--target cpu|cuda] [--fp16] [--fix-dim batch=1]
     fastort quantize MODEL -o OUT.onnx [--mode dynamic|static --calibration DATA] [--method minmax|entropy|percentile]
+    fastort quantize MODEL -o OUT.onnx --mode int4 [--block-size 32] [--accuracy-level 4] [--algorithm rtn|hqq|gptq]
     fastort validate REFERENCE CANDIDATE [--inputs DATA] [--rtol R] [--atol A]
     fastort package MODEL -o DIR [--target cpu|cuda] [--replicas N]   |   fastort package DIR --verify
     fastort prepare MODEL -o OUTDIR --target cpu|cuda [--quantize dynamic|static --calibration DATA] [--fp16]
+                    [--prune 0.3]   (torch models: structured pruning first)
 
 MODEL is an .onnx file, or for convert/prepare a saved framework model: a
 whole torch module (.pt/.pth, TorchScript too), a pickled scikit-learn
@@ -144,7 +146,9 @@ def _quantize(args: argparse.Namespace) -> int:
                       weight_type=args.weight_type, activation_type=args.activation_type,
                       exclude_op_types=args.exclude_op_type, exclude_nodes=args.exclude_node, op_types=args.op_type,
                       preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), rtol=args.rtol,
-                      atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure)
+                      atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure,
+                      block_size=args.block_size, symmetric=args.symmetric, accuracy_level=args.accuracy_level,
+                      algorithm=args.algorithm, target=args.target)
     _print_result(result)
     return 0
 
@@ -194,7 +198,8 @@ def _prepare(args: argparse.Namespace) -> int:
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
                      replicas=args.replicas, max_batch_size=args.max_batch_size, min_top1=args.min_top1,
                      force=args.force, progress=not args.no_progress, verbose=False,
-                     overwrite=args.overwrite, latency_seconds=args.latency_seconds)
+                     overwrite=args.overwrite, latency_seconds=args.latency_seconds, prune=args.prune,
+                     prune_options={"importance": args.prune_importance, "steps": args.prune_steps})
     print(result.table)
     for note in result.notes:
         print(f"note: {note}")
@@ -238,13 +243,20 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.set_defaults(run=_optimize, parser=p)
 
     p = subparsers.add_parser(
-        "quantize", help="dynamic or static int8",
+        "quantize", help="dynamic or static int8, or weight-only int4/int8 (MatMulNBits)",
         description="Quantize to int8 with onnxruntime's tools, "
         "validated against the float model.")
     p.add_argument("model", help="an .onnx file")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static"])
-    p.add_argument("--calibration", help="static mode: calibration data, an .npy or .npz file")
+    p.add_argument("--mode", default="dynamic", choices=["dynamic", "static", "int4", "int8_weight"],
+                   help="int8 dynamic/static, or weight-only 4/8-bit MatMul weights (MatMulNBits)")
+    p.add_argument("--calibration", help="static mode, --algorithm gptq: calibration data, an .npy or .npz file")
+    p.add_argument("--block-size", type=int, default=32, help="int4/int8_weight: values per block (32, 64, 128...)")
+    p.add_argument("--symmetric", action="store_true", help="int4/int8_weight: scales only, no zero points")
+    p.add_argument("--accuracy-level", type=int, default=None, choices=[0, 1, 2, 3, 4],
+                   help="int4/int8_weight: MatMulNBits compute type (4: int8 activations, fastest on CPU)")
+    p.add_argument("--algorithm", default="rtn", choices=["rtn", "hqq", "gptq"], help="int4: how weights are rounded")
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"], help="the provider whose kernels must exist")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--percentile", type=float, default=99.999)
     p.add_argument("--per-channel", action="store_true")
@@ -257,7 +269,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--no-preprocess", action="store_true", help="skip onnxruntime's quantization pre-processing")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
-    _tolerance_args(p, 0.1, None)
+    _tolerance_args(p, None, None)
     p.set_defaults(run=_quantize, parser=p)
 
     p = subparsers.add_parser(
@@ -313,4 +325,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--latency-seconds", type=float, default=1.0)
+    p.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                   help="torch models: remove this share of channels first (structured, torch-pruning), judged by "
+                   "top-1 agreement with the original on the inputs")
+    p.add_argument("--prune-importance", default="magnitude", choices=["magnitude", "l1", "lamp", "fpgm", "random"])
+    p.add_argument("--prune-steps", type=int, default=1)
     p.set_defaults(run=_prepare, parser=p)

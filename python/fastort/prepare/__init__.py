@@ -3,6 +3,9 @@
     convert   framework models (torch, scikit-learn, TensorFlow) to checked ONNX
     optimize  graph simplification, onnxruntime's offline optimizations, fixed dims, float16
     quantize  dynamic or static int8 with onnxruntime's tools
+    wquant    weight-only int4/int8 (MatMulNBits), quantize's int4 and int8_weight modes
+    kernels   the check that the target provider has a kernel for every node
+    prune     structured pruning of torch modules (torch-pruning), before conversion
     validate  a candidate's outputs against a reference's, within tolerances
     package   a model directory with a hashed manifest (reading one: fastort.engine.manifest)
     pipeline  all of the above in one call: :func:`prepare`
@@ -12,7 +15,7 @@
 ``fastort.prepare(model, outdir, ...)`` is :func:`fastort.prepare.pipeline.prepare`.
 That is the one module made callable (a package cannot be a function too);
 the steps are plain functions: ``fastort.optimize``, ``fastort.quantize``,
-``fastort.validate``, ``fastort.package``; ``fastort.convert`` is the
+``fastort.validate``, ``fastort.package``, ``fastort.prune``; ``fastort.convert`` is the
 :mod:`fastort.prepare.convert` module (``from_torch``, ``from_sklearn``, ...).
 
 Imports the engine, bench, runtime and errors layers; frameworks are imported

@@ -50,6 +50,7 @@ EXTRAS: Dict[str, Tuple[str, ...]] = {
     "sklearn": ("scikit-learn", "skl2onnx"),
     "tf": ("tensorflow", "tf2onnx"),
     "prepare": ("onnxslim", "onnxoptimizer", "sympy"),
+    "prune": ("torch-pruning",),
 }
 
 

@@ -21,7 +21,15 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import CalibrationError, ConversionError, OptimizationError, PackageError, QuantizationError, ValidationError
+from ..errors import (
+    CalibrationError,
+    ConversionError,
+    OptimizationError,
+    PackageError,
+    PruningError,
+    QuantizationError,
+    ValidationError,
+)
 from .._format import format_bytes, format_table, format_us
 from .common import (
     ModelStats,
@@ -122,6 +130,8 @@ def prepare(
     latency_seconds: float = 1.0,
     overwrite: bool = False,
     convert_options: Optional[Mapping[str, Any]] = None,
+    prune: Optional[float] = None,
+    prune_options: Optional[Mapping[str, Any]] = None,
 ) -> PrepareResult:
     """Runs the chain and writes a model package to ``outdir``.
 
@@ -147,6 +157,10 @@ def prepare(
         measure: time batch-1 latency of every stage through :class:`fastort.Engine`.
         overwrite: replace an existing package in ``outdir``.
         convert_options: extra keyword arguments for the converter.
+        prune, prune_options: torch modules: prune this share of channels
+            first (:func:`fastort.prepare.prune.prune`, with ``prune_options``, e.g.
+            ``fine_tune``, ``metric``); the rest of the chain then starts from
+            the pruned module.
     """
     from tqdm.auto import tqdm
 
@@ -160,8 +174,10 @@ def prepare(
     if os.path.isdir(outdir) and os.listdir(outdir) and not overwrite:
         raise PackageError(f"{outdir} is not empty: pass overwrite=True to replace the package in it")
     kind = framework_of(model)
-    names = (["convert"] if kind != "onnx" else ["check"]) + ["optimize"] + (["quantize"] if quantize else []) \
-        + ["validate", "package"] + (["measure"] if measure else [])
+    if prune is not None and kind != "torch":
+        raise PruningError(f"prune works on torch modules (structured pruning needs the layers); got a {kind} model")
+    names = (["prune"] if prune is not None else []) + (["convert"] if kind != "onnx" else ["check"]) \
+        + ["optimize"] + (["quantize"] if quantize else []) + ["validate", "package"] + (["measure"] if measure else [])
     bar = tqdm(total=len(names), desc="prepare", unit="step", disable=not progress, file=sys.stderr,
                bar_format="{desc}: {n_fmt}/{total_fmt} steps |{bar:20}| {elapsed}")
     steps: List[StepResult] = []
@@ -170,9 +186,26 @@ def prepare(
     def advance(name: str) -> None:
         bar.set_description(f"prepare: {name}")
 
+    pruned = None
     try:
+        # 0. prune (torch modules)
+        if prune is not None:
+            advance("prune")
+            from .prune import prune as prune_module
+
+            if example_inputs is None:
+                example_inputs = inputs
+            if example_inputs is None:
+                raise PruningError("prepare: pruning a torch model needs example_inputs")
+            pruned = prune_module(model, example_inputs, prune, **{"force": force, "target": target, "measure": measure,
+                                                                   "latency_seconds": latency_seconds,
+                                                                   **dict(prune_options or {})})
+            model = pruned.module
+            notes.append(f"pruned {prune:g} of the channels: parameters {pruned.before.parameters:,} -> "
+                         f"{pruned.after.parameters:,}; the checks below compare with the pruned module\n{pruned.table}")
+            bar.update(1)
         # 1. convert (or check the ONNX model)
-        advance(names[0])
+        advance("convert" if kind != "onnx" else "check")
         if kind != "onnx":
             if example_inputs is None:
                 example_inputs = inputs
@@ -250,7 +283,8 @@ def prepare(
 
         # 5. package
         advance("package")
-        package(final, outdir, steps=steps, validation=[end_to_end], target=target, replicas=replicas,
+        recorded = ([pruned.step_result()] if pruned is not None else []) + steps
+        package(final, outdir, steps=recorded, validation=[end_to_end], target=target, replicas=replicas,
                 max_batch_size=max_batch_size, source=describe(model) if kind != "onnx" else
                 (os.fspath(model) if isinstance(model, (str, os.PathLike)) else "ONNX model"),
                 overwrite=overwrite)
