@@ -5,7 +5,7 @@
 #
 # Options (environment variables; README.md lists them too):
 #   PYTHON                       the interpreter the venv is made from (default: python3)
-#   FASTORT_EXTRAS               extras to install (default: test,torch,sklearn,tf,prepare,prune;
+#   FASTORT_EXTRAS               extras to install (default: test,torch,sklearn,tf,prepare,prune,serve,ray,tune;
 #                                "test" alone skips the frameworks, whose tests then skip)
 #   FASTORT_TORCH_VERSION        the CPU torch pinned before the torch extra (default: 2.13.0)
 #   FASTORT_FETCH_GPU_RUNTIME=0  don't fetch onnxruntime-gpu's libraries for the CUDA fallback test
@@ -61,7 +61,7 @@ fi
 #    the test tools and the model-preparation extras (FASTORT_EXTRAS to change
 #    them; "test" alone skips torch and scikit-learn). torch is pinned to the CPU
 #    build first so that the [torch] extra never pulls a CUDA build.
-extras=${FASTORT_EXTRAS:-test,torch,sklearn,tf,prepare,prune}
+extras=${FASTORT_EXTRAS:-test,torch,sklearn,tf,prepare,prune,serve,ray,tune}
 case ",$extras," in
   *,torch,*) .venv/bin/python -m pip install -q "torch==${FASTORT_TORCH_VERSION:-2.13.0}" ;;
 esac
