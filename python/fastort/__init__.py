@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _runtime
-from .engine import BatchConfig, Engine, IOSpec
+from .engine import BatchConfig, Engine, EngineOptions, IOSpec
 from .errors import (
     EngineClosedError,
     FastortError,
@@ -58,6 +58,7 @@ __all__ = [
     "Engine",
     "IOSpec",
     "BatchConfig",
+    "EngineOptions",
     "runtime_info",
     "Tensor",
     "configure_global_threads",
