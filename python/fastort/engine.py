@@ -103,7 +103,7 @@ def _providers(parsed: List[Tuple[str, List[Tuple[str, str]]]],
         reason = _prov.missing_reason(name, info["version"], info["providers"])
         if strict:
             raise ConfigError(reason)
-        warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=6)
+        warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=5)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
         options.append([])
@@ -265,8 +265,8 @@ class EngineOptions:
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(EngineOptions))
 
 
-def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> Tuple["_core.EngineConfig", List[str]]:
-    """The core's EngineConfig for ``o`` (validated), and the requested providers."""
+def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> "_core.EngineConfig":
+    """The core's EngineConfig for ``o`` (validated; providers parsed once)."""
     config = _core.EngineConfig()
     config.replicas = replicas = _int_option(o.replicas, "replicas", 1)
     entries = []
@@ -296,7 +296,7 @@ def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> Tuple["
     if o.output_device == "cuda" and _prov.CUDA not in [name for name, _ in requested]:
         raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
     config.providers, config.provider_options = _providers(requested, o.strict_providers)
-    return config, [name for name, _ in requested]
+    return config
 
 
 def _batch_config(config: BatchConfig, input_names: Sequence[str]) -> "_core.BatchConfig":
@@ -384,7 +384,7 @@ class Engine:
         self._source = describe(model)
         self.options = options
         batching = options.batch_config()
-        config, requested = _engine_config(options, batching)
+        config = _engine_config(options, batching)
         self._queue_config = options.queue_config()
         source = _model_source(model)
         weights: List[Tuple[str, np.ndarray]] = []
@@ -405,7 +405,7 @@ class Engine:
         device_out = options.output_device == "cuda" and self.device != "cpu"
         if options.output_device == "cuda" and not device_out:
             warnings.warn("fastort: output_device='cuda' but the engine runs on the CPU; outputs stay in host memory",
-                          RuntimeWarning, stacklevel=4)
+                          RuntimeWarning, stacklevel=3)
         self.output_device: str = "cuda" if device_out else "cpu"
         self._device_out = device_out
         #: run()'s output format when none is given: None is numpy (the fast path).
@@ -417,7 +417,7 @@ class Engine:
                 warnings.warn(
                     f"fastort: {self._source} cannot be batched ({core.unbatchable_reason}); "
                     "requests are queued and served one at a time",
-                    stacklevel=4,
+                    stacklevel=3,
                 )
 
     def _open_core(self, source: Union[str, bytes], config: "_core.EngineConfig",
@@ -439,7 +439,7 @@ class Engine:
             config.provider_options = [[]]
             core = _core.Engine.open(source, config, weights)
             warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
-                          RuntimeWarning, stacklevel=5)
+                          RuntimeWarning, stacklevel=4)
             return core
 
     # -- running -------------------------------------------------------------
