@@ -12,6 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 out=build/ctest
 py=${PYTHON:-$root/.venv/bin/python}
+export PATH="$root/.venv/bin:$PATH"  # the cmake/ctest that scripts/setup.sh installs, if any
 [ -x "$py" ] || py=$(command -v python3 || true)
 
 cmake -S . -B "$out" -DCMAKE_BUILD_TYPE=Release -DFASTORT_BUILD_TESTS=ON \
