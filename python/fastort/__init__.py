@@ -18,7 +18,7 @@ from typing import Any
 from . import errors, runtime
 from ._core import Tensor
 from ._version import __version__
-from .engine import BatchConfig, Engine, IOSpec
+from .engine import BatchConfig, Engine, EngineOptions, IOSpec
 from .errors import *  # noqa: F403 - every error class (errors.__all__ is the one list)
 from .runtime import configure_global_threads, runtime_info
 
@@ -55,6 +55,7 @@ __all__ = [
     "Engine",
     "IOSpec",
     "BatchConfig",
+    "EngineOptions",
     "runtime_info",
     "Tensor",
     "configure_global_threads",

@@ -54,15 +54,13 @@ __all__ = ["package", "recommended_runtime", "load_package", "read_manifest", "v
            "ENGINE_KEYS"]
 
 
-def _batchable(model: "onnx.ModelProto") -> Tuple[bool, str]:
-    """Whether every input and output is a tensor with a free dim 0."""
-    for kind, specs in (("input", graph_inputs(model)), ("output", graph_outputs(model))):
-        for s in specs:
-            if s.shape is None:
-                return False, f"{kind} {s.name!r} is a {s.type}, not a tensor"
-            if not s.shape or isinstance(s.shape[0], int):
-                return False, f"{kind} {s.name!r} has no dynamic batch dim"
-    return True, ""
+def _batchable(model: "onnx.ModelProto", batch_axis: int = 0) -> Tuple[bool, str]:
+    """Whether the core batches this model along ``batch_axis``: its own rule
+    (every input and output a tensor with a dynamic dim there), and why not."""
+    from .. import _core
+
+    specs = [[(s.name, s.type, s.shape) for s in specs] for specs in (graph_inputs(model), graph_outputs(model))]
+    return _core.batchability(specs[0], specs[1], batch_axis)
 
 
 def recommended_runtime(model: "onnx.ModelProto", target: str = "cpu", replicas: int = 1,

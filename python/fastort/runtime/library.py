@@ -126,11 +126,14 @@ def _open_probe(provider: str) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    options = {"providers": [provider, "CPUExecutionProvider"], "provider_options": [[], []],
-               "intra_op_threads": 1, "inter_op_threads": 1, "use_global_thread_pools": False,
-               "graph_optimization": 0, "execution_mode": 0, "log_level": 3, "config": [],
-               "replicas": 1, "share_weights": False}
-    _core.Engine.open(model.SerializeToString(), options, [])
+    config = _core.EngineConfig()  # the core's defaults, but for these
+    config.providers = [provider, "CPUExecutionProvider"]
+    config.provider_options = [[], []]
+    config.intra_op_threads = config.inter_op_threads = 1
+    config.graph_optimization = 0
+    config.log_level = 3
+    config.share_weights = False
+    _core.Engine.open(model.SerializeToString(), config, [])
 
 
 def configure_global_threads(

@@ -1,15 +1,18 @@
-#include "session.h"
+#include "fastort/session.h"
+
+#include <unistd.h>
 
 #include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string_view>
 #include <functional>
 #include <unordered_map>
 
-#include "errors.h"
-#include "model_scan.h"
-#include "runtime.h"
+#include "fastort/errors.h"
+#include "fastort/model_scan.h"
+#include "fastort/runtime.h"
 
 namespace fastort {
 namespace {
@@ -253,6 +256,26 @@ size_t element_count(const TensorView& view, size_t item, const char* kind, cons
 }
 
 }  // namespace
+
+size_t physical_memory() noexcept {
+  static const size_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
+  }();
+  return bytes;
+}
+
+void RequestBudget::take(size_t bytes, const std::string& what) {
+  if (max_bytes == 0) {
+    if (bytes > physical_memory())
+      throw RequestTooLargeError(what + " needs more memory than this machine has (" +
+                                 std::to_string(physical_memory()) + " bytes)");
+    return;
+  }
+  if (__builtin_add_overflow(used, bytes, &used) || used > max_bytes)
+    throw RequestTooLargeError(what + " brings the request to more than max_request_bytes=" +
+                               std::to_string(max_bytes) + " bytes");
+}
 
 size_t view_bytes(const TensorView& view, const std::string& what) {
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {

@@ -1,11 +1,11 @@
-#include "runtime.h"
+#include "fastort/runtime.h"
 
 #include <dlfcn.h>
 
 #include <memory>
 #include <mutex>
 
-#include "errors.h"
+#include "fastort/errors.h"
 
 namespace fastort {
 namespace {
