@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "batcher.h"
+#include "bind_devices.h"
 #include "device.h"
 #include "errors.h"
 #include "pool.h"
@@ -776,6 +777,7 @@ class PyEngine {
 
   const Session& core() const { return pool_->front(); }
   size_t replicas() const { return pool_->size(); }
+  const SessionPool& pool() const { return *pool_; }
 
   // Turns on the request queue: the batcher, or, with max_batch_size 1, the
   // scheduler behind submit(). With route_runs, run() goes through it too.
@@ -1216,6 +1218,7 @@ SessionOptions make_options(const py::dict& o) {
   so.log_level = o["log_level"].cast<int>();
   so.config = o["config"].cast<std::vector<std::pair<std::string, std::string>>>();
   if (o.contains("pinned_staging_min_bytes")) so.pinned_staging_min_bytes = o["pinned_staging_min_bytes"].cast<size_t>();
+  if (o.contains("ep_policy")) so.ep_policy = o["ep_policy"].cast<std::string>();
   return so;
 }
 
@@ -1265,6 +1268,7 @@ PYBIND11_MODULE(_core, m) {
   using namespace fastort;
   m.doc() = "fastort's native core (C++ on the onnxruntime C++ API)";
   py::register_exception_translator(&translate_errors);
+  bind_devices(m);  // plugin execution providers and EP devices (bind_devices.cpp)
 
   m.def("_set_error_types", &set_error_types);
   m.def("load_runtime", [](const std::string& path) { Runtime::load(path); }, py::arg("path"),
@@ -1347,6 +1351,7 @@ PYBIND11_MODULE(_core, m) {
       .def("run_tensors", &PyEngine::run_tensors, py::arg("inputs"), py::arg("outputs") = py::none(),
            py::arg("to_device") = false)
       .def_property_readonly("device", &PyEngine::device)
+      .def_property_readonly("replica_providers", [](const PyEngine& e) { return replica_providers(e.pool()); })
       .def("submit", &PyEngine::submit, py::arg("inputs"), py::arg("outputs"), py::arg("token"),
            py::arg("timeout") = 0.0, py::arg("priority") = 0)
       .def("cancel", &PyEngine::cancel, py::arg("id"))

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <limits>
@@ -7,6 +8,7 @@
 #include <functional>
 #include <unordered_map>
 
+#include "ep_devices.h"
 #include "errors.h"
 #include "model_scan.h"
 #include "runtime.h"
@@ -26,6 +28,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
   so.SetExecutionMode(o.execution_mode);
   so.SetLogSeverityLevel(o.log_level);
   for (const auto& kv : o.config) so.AddConfigEntry(kv.first.c_str(), kv.second.c_str());
+  if (!o.ep_policy.empty()) ep::set_selection_policy(so, o.ep_policy);
   static const std::vector<std::pair<std::string, std::string>> kNone;
   for (size_t i = 0; i < o.providers.size(); ++i) {
     const std::string& p = o.providers[i];
@@ -36,6 +39,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
       values.push_back(kv.second.c_str());
     }
     if (p == "CPUExecutionProvider") continue;  // always there, always last
+    if (ep::append_plugin(so, p, opts)) continue;  // a registered plugin EP library's
     if (p == "CUDAExecutionProvider") {
       OrtCUDAProviderOptionsV2* cuda = nullptr;
       Ort::ThrowOnError(Ort::GetApi().CreateCUDAProviderOptions(&cuda));
@@ -158,6 +162,13 @@ Session::Session(Key, Ort::Session session, const SessionOptions& options) : ses
       for (const auto& kv : options.provider_options[i])
         if (kv.first == "device_id") device_.id = std::stoi(kv.second);
     device_memory_ = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, device_.id, OrtMemTypeDefault);
+  }
+  // Plugin EPs and automatic selection: what onnxruntime actually chose.
+  if (!options.ep_policy.empty() ||
+      std::any_of(options.providers.begin(), options.providers.end(), ep::is_plugin_ep)) {
+    std::string chosen;
+    for (const std::string& name : ep::session_eps(session_)) chosen += (chosen.empty() ? "" : ", ") + name;
+    if (!chosen.empty()) provider_names_ = chosen;
   }
   if (!device_.is_cpu() && options.pinned_staging_min_bytes > 0) {
     try {
