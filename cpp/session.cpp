@@ -100,7 +100,11 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
         so.AddInitializer(name.c_str(), value);
         Ort::ConstValue v(value);
         files.push_back(shared_weight_file(name));
-        buffers.push_back(static_cast<char*>(const_cast<void*>(v.GetTensorRawData())));
+        // GetTensorMutableData (API 1), not GetTensorRawData: since 1.23's headers that
+        // wraps GetTensorData (API 23), absent from the older runtimes fastort also loads.
+        void* raw = nullptr;
+        Ort::ThrowOnError(Ort::GetApi().GetTensorMutableData(const_cast<OrtValue*>(value), &raw));
+        buffers.push_back(static_cast<char*>(raw));
         lengths.push_back(v.GetTensorTypeAndShapeInfo().GetElementCount() *
                           element_size(v.GetTensorTypeAndShapeInfo().GetElementType()));
       }
