@@ -172,6 +172,8 @@ Session::Session(Key, Ort::Session session, const SessionOptions& options) : ses
       std::any_of(options.providers.begin(), options.providers.end(), ep::is_plugin_ep)) {
     std::string chosen;
     for (const std::string& name : ep::session_eps(session_)) chosen += (chosen.empty() ? "" : ", ") + name;
+    // onnxruntime runs what the chosen EPs cannot on the CPU EP, always.
+    if (!chosen.empty() && chosen.find("CPUExecutionProvider") == std::string::npos) chosen += ", CPUExecutionProvider";
     if (!chosen.empty()) provider_names_ = chosen;
   }
   if (!device_.is_cpu() && options.pinned_staging_min_bytes > 0) {

@@ -33,9 +33,12 @@ from .errors import (
     CalibrationError,
     PackageError,
     PackageIntegrityError,
+    ProviderUnavailableError,
+    EpLibraryError,
 )
 from ._runtime import configure_global_threads, runtime_info
 from ._core import Tensor
+from .plugin_eps import devices, register_ep_library
 
 __version__ = "0.1.0"
 
@@ -61,6 +64,10 @@ __all__ = [
     "runtime_info",
     "Tensor",
     "configure_global_threads",
+    "devices",
+    "register_ep_library",
+    "ProviderUnavailableError",
+    "EpLibraryError",
     "FastortError",
     "RuntimeLoadError",
     "ModelLoadError",

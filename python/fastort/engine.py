@@ -39,11 +39,13 @@ import numpy as np
 
 from . import _core, _runtime
 from . import _providers as _prov
+from . import ep_precision as _precision
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
 from .package import is_package, load_package
-from .errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
+from .errors import (ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError,
+                     ProviderUnavailableError)
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -92,29 +94,92 @@ def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
     raise ConfigError(f"{what} must be one of {sorted(table)}, got {value!r}")
 
 
-def _providers(providers: Any, strict: bool) -> Tuple[List[str], List[List[Tuple[str, str]]]]:
-    """onnxruntime provider names and options for ``providers``. One this runtime
-    lacks is skipped with a warning that says why (an error with ``strict``); the
-    CPU provider, which every runtime has, always comes last."""
+def _providers(providers: Any, strict: bool, precision: str = _precision.DEFAULT_PRECISION
+               ) -> Tuple[List[str], List[List[Tuple[str, str]]], Dict[str, str]]:
+    """onnxruntime provider names and options for ``providers``, and the precision
+    each runs. One this runtime lacks is skipped with a warning that says why (an
+    error with ``strict``); the CPU provider, which every runtime has, always
+    comes last. Names the runtime does not build in are looked for among plugin
+    EP libraries (fastort.devices)."""
     parsed = _prov.parse(providers)
     info = _runtime.runtime_info(probe=False)
     names: List[str] = []
     options: List[List[Tuple[str, str]]] = []
+    precisions: Dict[str, str] = {}
     for name, opts in parsed:
         if name in info["providers"]:
             if name == _prov.CUDA:
                 _runtime.preload_cuda_libraries()
+            opts, precisions[name] = _precision.apply(name, opts, precision)
             names.append(name)
             options.append(opts)
             continue
-        reason = _prov.missing_reason(name, info["version"], info["providers"])
+        reason = _plugin_ep(name, opts, precision, names, options, precisions)
+        if not reason:
+            continue
         if strict:
-            raise ConfigError(reason)
+            raise ProviderUnavailableError(reason)
         warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=4)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
         options.append([])
-    return names, options
+        precisions["CPUExecutionProvider"] = "model"
+    return names, options, precisions
+
+
+def _plugin_ep(name: str, opts: List[Tuple[str, str]], precision: str, names: List[str],
+               options: List[List[Tuple[str, str]]], precisions: Dict[str, str]) -> str:
+    """Adds plugin EP ``name`` when it can run here; else returns why not."""
+    from . import plugin_eps as devices
+
+    reason = devices.plugin_reason(name)
+    if reason:
+        return reason
+    device = devices.device_for(name, dict(opts))
+    if device is None:
+        have = ", ".join(d.label for d in devices.devices() if d.ep_name == name)
+        return f"{name} has no device of type {dict(opts).get('device_type')!r} here (it has: {have})"
+    opts, precisions[name] = _precision.apply(
+        name, opts, precision, device.ep_metadata.get("ov_device", device.device_type),
+        device.ep_metadata.get("OPTIMIZATION_CAPABILITIES", ""))
+    if precisions[name].startswith("auto"):
+        warnings.warn(f"fastort: {name} runs in its own precision on {device.label}: {precisions[name]}; "
+                      "outputs may differ from f32 (pass precision='f32' for the CPU EP's results)",
+                      RuntimeWarning, stacklevel=5)
+    names.append(name)
+    options.append(opts)
+    return ""
+
+
+def _policy(providers: Any, device_policy: Optional[str], strict: bool) -> str:
+    """onnxruntime's selection policy for ``providers="auto"`` / ``device_policy``
+    ("" when providers are given). Without plugin support: a warning and "" (CPU),
+    or with ``strict`` an error."""
+    auto = isinstance(providers, str) and providers.lower() == "auto"
+    if device_policy is None and not auto:
+        return ""
+    from . import plugin_eps as devices
+
+    policy = (device_policy or "max_performance")
+    if not isinstance(policy, str) or policy.lower() not in devices.DEVICE_POLICIES:
+        raise ConfigError(f"device_policy must be one of {', '.join(devices.DEVICE_POLICIES)}, got {device_policy!r}")
+    if device_policy is not None and not auto and tuple(_prov.parse(providers)) != (("CPUExecutionProvider", []),):
+        raise ConfigError("give either providers=[...] or device_policy (with providers='auto'), not both")
+    support = _core.plugin_support()
+    if not support["plugin_eps"]:
+        reason = f"automatic device selection needs plugin EP support: {support['reason']}"
+        if strict:
+            raise ProviderUnavailableError(reason)
+        warnings.warn(f"fastort: {reason}; running on CPU", RuntimeWarning, stacklevel=4)
+        return ""
+    devices.plugin_libraries()  # register the installed plugins, so that onnxruntime can pick them
+    return policy.lower()
+
+
+def _chosen(replica: str) -> Tuple[str, ...]:
+    """EP names of a replica_providers entry: "A(CPU), B(cpu)" -> ("A", "B")."""
+    return tuple(dict.fromkeys(p.strip().split("(")[0] for p in replica.split(",") if p.strip())) or (
+        "CPUExecutionProvider",)
 
 
 #: Most threads a pool may have (onnxruntime takes the count as a C int).
@@ -191,7 +256,16 @@ class Engine:
             ``(name, options)`` tuples, e.g. ``("cuda", {"device_id": 0,
             "gpu_mem_limit": 2 << 30, "arena_extend_strategy": "kSameAsRequested",
             "cudnn_conv_algo_search": "HEURISTIC", "enable_cuda_graph": False,
-            "use_tf32": True})``. See docs/GPU.md.
+            "use_tf32": True})``. See docs/GPU.md. Plugin EPs (``"openvino"``, with
+            ``pip install onnxruntime-ep-openvino``) take their own option names,
+            plus ``device_type`` (``"CPU"``/``"GPU"``/``"NPU"``: which of its
+            devices). ``"auto"``: onnxruntime picks by ``device_policy``. See docs/DEVICES.md.
+        device_policy: onnxruntime's automatic EP selection (``"prefer_gpu"``,
+            ``"prefer_npu"``, ``"prefer_cpu"``, ``"max_performance"``,
+            ``"max_efficiency"``, ``"min_overall_power"``) instead of ``providers``.
+        precision: ``"f32"`` (default: the CPU EP's results), ``"bf16"``, ``"fp16"``
+            or ``"auto"`` (the EP's own choice, reported) for EPs that choose a
+            precision themselves (OpenVINO); ``engine.precision`` says what each got.
         output_device: where :meth:`run` leaves outputs when it returns tensors
             (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"`` (the
             engine's GPU; needs the CUDA provider). With ``"cuda"`` the default
@@ -237,6 +311,8 @@ class Engine:
         model: ModelLike,
         *,
         providers: Union[str, Sequence[Any]] = ("cpu",),
+        device_policy: Optional[str] = None,
+        precision: str = _precision.DEFAULT_PRECISION,
         intra_op_threads: Optional[int] = 0,
         inter_op_threads: Optional[int] = 0,
         graph_optimization: Union[str, int] = "all",
@@ -284,7 +360,18 @@ class Engine:
             intra = max(1, (os.cpu_count() or 1) // replicas)
         if output_device not in OUTPUT_DEVICES:
             raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {output_device!r}")
-        provider_names, provider_options = _providers(providers, strict_providers)
+        ep_policy = _policy(providers, device_policy, strict_providers)
+        if ep_policy:
+            provider_names, provider_options = ["CPUExecutionProvider"], [[]]
+            providers = ("cpu",)
+            from . import plugin_eps as devices
+
+            ov = {d.ep_metadata.get("ov_device", ""): d.ep_metadata.get("OPTIMIZATION_CAPABILITIES", "")
+                  for d in devices.devices() if d.ep_name == _precision.OPENVINO}
+            extra, precisions = _precision.policy_config(precision, ov)
+            config += [kv for kv in extra if kv[0] not in dict(config)]
+        else:
+            provider_names, provider_options, precisions = _providers(providers, strict_providers, precision)
         if output_device == "cuda" and _prov.CUDA not in [n for n, _ in _prov.parse(providers)]:
             raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
         options: Dict[str, Any] = {
@@ -302,6 +389,7 @@ class Engine:
             "pinned_staging_min_bytes": PINNED_STAGING_MIN_BYTES if pinned_staging else 0,
             "max_request_bytes": _int_option(max_request_bytes, "max_request_bytes", 0),
             "max_request_rows": _int_option(max_request_rows, "max_request_rows", 0),
+            "ep_policy": ep_policy,
         }
         if batching is None and max_batch_size is not None:
             batching = BatchConfig(
@@ -352,6 +440,8 @@ class Engine:
                 raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
             options["providers"] = ["CPUExecutionProvider"]
             options["provider_options"] = [[]]
+            options["ep_policy"] = ""
+            precisions = {"CPUExecutionProvider": "model"}
             core = _core.Engine.open(source, options, weights)
             warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
                           RuntimeWarning, stacklevel=2)
@@ -360,7 +450,14 @@ class Engine:
         self._core = core
         self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.inputs)
         self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.outputs)
-        self.providers: Tuple[str, ...] = tuple(options["providers"])
+        #: What each replica runs on, as onnxruntime reports it for plugin EPs and
+        #: automatic selection ("OpenVINOExecutionProvider(CPU)"), else the provider list.
+        self.replica_providers: Tuple[str, ...] = tuple(core.replica_providers)
+        self.providers: Tuple[str, ...] = (
+            _chosen(self.replica_providers[0]) if options["ep_policy"] else tuple(options["providers"]))
+        #: The precision each provider computes in: "f32", "bf16", "fp16", "auto (...)",
+        #: or "model" (the model's own types: EPs without a precision setting).
+        self.precision: Dict[str, str] = {p: precisions.get(p, "model") for p in self.providers}
         self.replicas: int = replicas
         self.batch_config: Optional[BatchConfig] = batching
         #: Where the model runs: "cpu" or "cuda:N".
