@@ -103,6 +103,20 @@ def _print_info(info: Dict[str, Any]) -> None:
     print("providers  " + ", ".join(info["providers"]) + "   (available: " + ", ".join(info["available_providers"]) + ")")
 
 
+def _print_devices(info: Dict[str, Any]) -> None:
+    """Plugin EP support, libraries and EP devices (fastort.devices)."""
+    plugins = info["plugin_eps"]
+    print(f"C API       {info['api_version']} in use (headers: {info['api_version_compiled']}); plugin EPs: "
+          + ("yes" if plugins["available"] else "no (" + plugins["reason"] + ")"))
+    for lib in info.get("plugin_libraries", []):
+        state = "registered" if lib["registered"] else "not registered: " + lib["error"]
+        print(f"plugin      {lib['name']} ({lib['source']}): {', '.join(lib['eps']) or '-'}; {state}")
+    for d in info.get("devices", []):
+        extra = f" ov_device={d['ov_device']}" if d["ov_device"] else ""
+        print(f"device      {d['ep']}: {d['device_type']} {d['vendor']} "
+              f"(vendor 0x{d['vendor_id']:04x}, device 0x{d['device_id']:04x}){extra}")
+
+
 def _info(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="fastort info", description="Describe a model, or the runtime.")
     parser.add_argument("model", nargs="?", help="an .onnx file or a model package (omit to describe the runtime)")
@@ -119,6 +133,7 @@ def _info(argv: List[str]) -> int:
             print(f"providers   {', '.join(info['providers'])}")
             for name, status in info["provider_status"].items():
                 print(f"  {name}: {'available' if status['available'] else 'unavailable: ' + status['reason']}")
+            _print_devices(info)
         return 0
     info = describe_model(args.model, providers=args.providers.split(","))
     if args.json:

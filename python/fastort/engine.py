@@ -124,6 +124,9 @@ def _providers(providers: Any, strict: bool, precision: str = _precision.DEFAULT
         names.append("CPUExecutionProvider")
         options.append([])
         precisions["CPUExecutionProvider"] = "model"
+    if _precision.check(precision) in ("bf16", "fp16") and precision not in precisions.values():
+        warnings.warn(f"fastort: precision={precision!r} applies to none of {', '.join(names)} (they run the "
+                      "model's own precision)", RuntimeWarning, stacklevel=4)
     return names, options, precisions
 
 
