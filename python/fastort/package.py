@@ -70,12 +70,14 @@ def _batchable(model: "onnx.ModelProto") -> Tuple[bool, str]:
 
 def recommended_runtime(model: "onnx.ModelProto", target: str = "cpu", replicas: int = 1,
                         max_batch_size: Optional[int] = None, max_delay_us: int = 2000,
-                        intra_op_threads: Optional[int] = None) -> Dict[str, Any]:
+                        intra_op_threads: Optional[int] = None, precision: str = "f32") -> Dict[str, Any]:
     """Runtime settings for :class:`fastort.Engine`: providers for the target,
     replicas, and dynamic batching when the model has a dynamic batch dim
     (``max_batch_size`` None: 32 then; 0: off)."""
-    providers = ["cuda", "cpu"] if target == "cuda" else ["cpu"]
+    providers = {"cuda": ["cuda", "cpu"], "openvino": ["openvino", "cpu"]}.get(target, ["cpu"])
     runtime: Dict[str, Any] = {"providers": providers, "replicas": int(replicas), "graph_optimization": "all"}
+    if target == "openvino":  # precision is the deployer's choice, written down (docs/DEVICES.md)
+        runtime["precision"] = precision
     if intra_op_threads is not None:
         runtime["intra_op_threads"] = int(intra_op_threads)
     ok, why = _batchable(model)
@@ -117,7 +119,8 @@ def package(
             versions, before/after numbers and validation reports go into the
             manifest's ``provenance``.
         validation: further validation reports (e.g. end to end).
-        target: ``"cpu"`` or ``"cuda"``: the recommended providers.
+        target: ``"cpu"``, ``"cuda"`` or ``"openvino"``: the recommended providers
+            (``"openvino"`` also records the precision, f32 unless ``runtime`` says otherwise).
         replicas, max_batch_size, max_delay_us, intra_op_threads: recommended
             Engine settings (batching: on, 32 rows, when the model allows it).
         runtime: Engine keyword arguments that override the recommendation.
