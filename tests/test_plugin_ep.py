@@ -275,3 +275,35 @@ def test_older_runtime_runs_with_plugin_eps_off(tmp_path, reference):
     providers, messages = out["fallback"]
     assert providers == ["CPUExecutionProvider"] and any("too old" in m for m in messages)
     assert len(out["errors"]) == 3 and all("too old" in e for e in out["errors"]), out["errors"]
+
+
+# -- validate / prepare --target openvino -------------------------------------------
+
+
+def test_validate_and_prepare_target_openvino(ov, tmp_path):
+    import onnx
+
+    from fastort.errors import ValidationError
+    from fastort.validate_ep import validate_on_ep
+
+    model = ep_models.transformer()
+    feeds = _feeds("transformer")
+    report = validate_on_ep(model, feeds, "openvino", "f32")
+    assert report.passed and any("precision f32" in n for n in report.notes)
+    bf16 = validate_on_ep(model, feeds, "openvino", "bf16")  # its own, looser tolerance
+    assert bf16.passed and max(o.max_abs_error for o in bf16.outputs) > 1e-4
+    with pytest.raises(ValidationError, match="outside tolerance"):
+        validate_on_ep(model, feeds, "openvino", "bf16", rtol=1e-6, atol=1e-6)
+    path = tmp_path / "t.onnx"
+    onnx.save(model, str(path))
+    cli = [sys.executable, "-m", "fastort.cli", "validate", str(path), "--target", "openvino"]
+    assert subprocess.run(cli, capture_output=True, timeout=300).returncode == 0
+    assert subprocess.run(cli + ["--precision", "bf16", "--atol", "1e-7", "--rtol", "0"],
+                          capture_output=True, timeout=300).returncode == 1
+    from fastort.prepare import prepare
+
+    result = prepare(str(path), str(tmp_path / "pkg"), target="openvino", inputs=feeds, measure=False,
+                     progress=False)
+    assert any(n.startswith("on openvino") for n in result.notes)
+    engine = fastort.Engine(str(tmp_path / "pkg"))
+    assert engine.providers[0] == OV and engine.precision[OV] == "f32"

@@ -117,6 +117,8 @@ def _providers(providers: Any, strict: bool, precision: str = _precision.DEFAULT
         reason = _plugin_ep(name, opts, precision, names, options, precisions)
         if not reason:
             continue
+        if reason is _NOT_A_PLUGIN:
+            reason = _prov.missing_reason(name, info["version"], info["providers"])
         if strict:
             raise ProviderUnavailableError(reason)
         warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=4)
@@ -130,11 +132,16 @@ def _providers(providers: Any, strict: bool, precision: str = _precision.DEFAULT
     return names, options, precisions
 
 
+_NOT_A_PLUGIN = "not a plugin EP"  # _plugin_ep's answer for names no plugin library claims
+
+
 def _plugin_ep(name: str, opts: List[Tuple[str, str]], precision: str, names: List[str],
                options: List[List[Tuple[str, str]]], precisions: Dict[str, str]) -> str:
     """Adds plugin EP ``name`` when it can run here; else returns why not."""
     from . import plugin_eps as devices
 
+    if not devices.is_plugin_name(name):
+        return _NOT_A_PLUGIN
     reason = devices.plugin_reason(name)
     if reason:
         return reason

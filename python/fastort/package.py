@@ -106,6 +106,7 @@ def package(
     intra_op_threads: Optional[int] = None,
     runtime: Optional[Mapping[str, Any]] = None,
     name: Optional[str] = None,
+    precision: str = "f32",
     description: str = "",
     source: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
@@ -162,7 +163,7 @@ def package(
         if os.path.isfile(full) and fname != MANIFEST:
             files[fname] = {"sha256": _sha256(full), "bytes": os.path.getsize(full)}
 
-    rt = recommended_runtime(proto, target, replicas, max_batch_size, max_delay_us, intra_op_threads)
+    rt = recommended_runtime(proto, target, replicas, max_batch_size, max_delay_us, intra_op_threads, precision)
     if runtime:
         unknown = [k for k in runtime if k not in ENGINE_KEYS]
         if unknown:

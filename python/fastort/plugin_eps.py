@@ -190,6 +190,18 @@ def devices() -> List[EpDevice]:
     return [EpDevice(**d) for d in _core.ep_devices()]
 
 
+def is_plugin_name(ep_name: str) -> bool:
+    """Whether ``ep_name`` is a known plugin EP (PLUGIN_PACKAGES) or one that a
+    plugin library fastort found or was given provides."""
+    if ep_name in PLUGIN_PACKAGES:
+        return True
+    if not _support()["plugin_eps"]:
+        return False
+    _discover()
+    with _lock:
+        return any(ep_name in lib.ep_names or ep_name in lib.provides for lib in _libraries.values())
+
+
 def plugin_reason(ep_name: str) -> str:
     """"" when plugin EP ``ep_name`` has a device here, else why it cannot be used."""
     support = _support()
