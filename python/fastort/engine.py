@@ -372,7 +372,8 @@ class Engine:
             raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {output_device!r}")
         ep_policy = _policy(providers, device_policy, strict_providers)
         if ep_policy:
-            provider_names, provider_options = ["CPUExecutionProvider"], [[]]
+            provider_names: List[str] = ["CPUExecutionProvider"]
+            provider_options: List[List[Tuple[str, str]]] = [[]]
             providers = ("cpu",)
             from . import plugin_eps as devices
 

@@ -7,6 +7,7 @@ Used by ``fastort bench --providers openvino,cpu`` and ``bench/bench_ep.py``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -76,6 +77,11 @@ def _ort_plugin_session(model: str, ep_name: str, precision: str, threads: int) 
     return ort.InferenceSession(model, so)
 
 
+def _outputs(engine: Any, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> List[np.ndarray]:
+    out = engine.run(feeds)
+    return [out[n] for n in names]
+
+
 def compare_eps(model: str, feeds: Mapping[str, np.ndarray], cases: Sequence[EpCase], *, threads: int = 0,
                 seconds: float = 4.0, onnxruntime_too: bool = True, rows_per_call: int = 1,
                 replicas: int = 1) -> List[EpResult]:
@@ -104,8 +110,8 @@ def compare_eps(model: str, feeds: Mapping[str, np.ndarray], cases: Sequence[EpC
             engine = Engine(model, providers=list(case.providers), precision=case.precision,
                             intra_op_threads=threads, replicas=replicas)
         engines.append(engine)
-        methods[case.label] = (lambda e=engine: e.run(feeds))
-        runs[case.label] = (lambda e=engine: [e.run(feeds)[n] for n in out_names])
+        methods[case.label] = functools.partial(engine.run, feeds)
+        runs[case.label] = functools.partial(_outputs, engine, feeds, out_names)
         info[case.label] = (engine.replica_providers[0], ",".join(f"{k}={v}" for k, v in engine.precision.items()))
     if onnxruntime_too:
         methods["onnxruntime cpu"] = lambda: reference.run(out_names, feeds)
@@ -125,8 +131,8 @@ def compare_eps(model: str, feeds: Mapping[str, np.ndarray], cases: Sequence[EpC
             except Exception as e:  # e.g. no device: fastort's case says why too
                 print(f"({label} left out: {e})")
                 continue
-            methods[label] = (lambda s=sess: s.run(out_names, feeds))
-            runs[label] = (lambda s=sess: s.run(out_names, feeds))
+            methods[label] = functools.partial(sess.run, out_names, feeds)
+            runs[label] = functools.partial(sess.run, out_names, feeds)
             info[label] = (", ".join(sess.get_providers()), case.precision)
     errors = {}
     for label, run in runs.items():
