@@ -30,6 +30,7 @@ void bind_arrays(py::module_& m);   // bind_arrays.cpp: numpy <-> TensorView
 void bind_tensor(py::module_& m);   // bind_tensor.cpp: fastort.Tensor
 void bind_config(py::module_& m);   // bind_config.cpp: EngineConfig, BatchConfig, batchability
 void bind_engine(py::module_& m);   // bind_engine.cpp: the engine class
+void bind_devices(py::module_& m);  // bind_devices.cpp: plugin EP libraries, EP devices
 
 // ---------------------------------------------------------------- errors ----
 // The Python exception (an instance, not raised) for a failed request.

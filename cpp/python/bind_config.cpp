@@ -63,6 +63,8 @@ void bind_config(py::module_& m) {
                     [](S& c, Entries v) { c.session.config = std::move(v); })
       .def_property("pinned_staging_min_bytes", [](const S& c) { return c.session.pinned_staging_min_bytes; },
                     [](S& c, size_t v) { c.session.pinned_staging_min_bytes = v; })
+      .def_property("ep_policy", [](const S& c) { return c.session.ep_policy; },
+                    [](S& c, std::string v) { c.session.ep_policy = std::move(v); })
       .def_readwrite("replicas", &S::replicas)
       .def_readwrite("share_weights", &S::share_weights)
       .def_property("max_request_bytes", [](const S& c) { return c.limits.max_bytes; },

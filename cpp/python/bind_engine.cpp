@@ -343,6 +343,7 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("batching", [](const PyEngine& e) { return e.core().batching(); })
       .def_property_readonly("unbatchable_reason", [](const PyEngine& e) { return e.core().unbatchable_reason(); })
       .def_property_readonly("device", [](const PyEngine& e) { return e.core().device().str(); })
+      .def_property_readonly("replica_providers", [](const PyEngine& e) { return e.core().replica_providers(); })
       .def("start_batcher", &PyEngine::start_batcher, py::arg("config"), py::arg("route_runs"))
       .def("run", &PyEngine::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
            py::arg("timeout") = 0.0, py::arg("priority") = 0, "Run the model; returns a dict of output name -> value.")

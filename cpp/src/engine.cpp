@@ -31,6 +31,12 @@ bool Engine::batching() const noexcept {
 
 std::string Engine::unbatchable_reason() const { return batcher_ ? batcher_->unbatchable_reason() : ""; }
 
+std::vector<std::string> Engine::replica_providers() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < pool_->size(); ++i) out.push_back(pool_->replica(i).provider_names());
+  return out;
+}
+
 bool Engine::on_host(const std::vector<TensorView>& inputs) noexcept {
   for (const auto& v : inputs)
     if (!v.device.is_cpu()) return false;

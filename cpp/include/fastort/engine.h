@@ -42,6 +42,8 @@ class Engine {
   const SessionPool& pool() const noexcept { return *pool_; }
   size_t replicas() const noexcept { return pool_->size(); }
   Device device() const noexcept { return model().device(); }
+  // What each replica runs on, e.g. "OpenVINOExecutionProvider(CPU), CPUExecutionProvider".
+  std::vector<std::string> replica_providers() const;
 
   // -- the request queue ---------------------------------------------------------
   // Starts the queue behind submit(): the batcher, or with max_batch_size 1 a

@@ -38,6 +38,9 @@ struct SessionOptions {
   size_t pinned_staging_min_bytes = 64 * 1024;
   // Extra session config entries (onnxruntime_session_options_config_keys.h).
   std::vector<std::pair<std::string, std::string>> config;
+  // onnxruntime's automatic EP selection ("prefer_gpu", "max_performance", ...,
+  // see ep::set_selection_policy) instead of `providers`; "" = off.
+  std::string ep_policy;
 };
 
 // What sessions of one pool share (see SessionPool).

@@ -35,7 +35,9 @@ import numpy as np
 
 from .. import _core
 from .. import runtime as _runtime
-from ..errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
+from ..errors import (ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError,
+                      ProviderUnavailableError)
+from ..runtime import precision as _precision
 from ..runtime import providers as _prov
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
@@ -92,29 +94,102 @@ def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
     raise ConfigError(f"{what} must be one of {sorted(table)}, got {value!r}")
 
 
-def _providers(parsed: List[Tuple[str, List[Tuple[str, str]]]],
-               strict: bool) -> Tuple[List[str], List[List[Tuple[str, str]]]]:
-    """onnxruntime provider names and options for the parsed ``providers``. One
-    this runtime lacks is skipped with a warning that says why (an error with
-    ``strict``); the CPU provider, which every runtime has, always comes last."""
+def _providers(parsed: List[Tuple[str, List[Tuple[str, str]]]], strict: bool,
+               precision: str = _precision.DEFAULT_PRECISION
+               ) -> Tuple[List[str], List[List[Tuple[str, str]]], Dict[str, str]]:
+    """onnxruntime provider names and options for the parsed ``providers``, and
+    the precision each runs. One this runtime lacks is skipped with a warning
+    that says why (an error with ``strict``); the CPU provider, which every
+    runtime has, always comes last. Names the runtime does not build in are
+    looked for among plugin EP libraries (fastort.devices)."""
     info = _runtime.runtime_info(probe=False)
     names: List[str] = []
     options: List[List[Tuple[str, str]]] = []
+    precisions: Dict[str, str] = {}
     for name, opts in parsed:
         if name in info["providers"]:
             if name == _prov.CUDA:
                 _runtime.preload_cuda_libraries()
+            opts, precisions[name] = _precision.apply(name, opts, precision)
             names.append(name)
             options.append(opts)
             continue
-        reason = _prov.missing_reason(name, info["version"], info["providers"])
+        reason = _plugin_ep(name, opts, precision, names, options, precisions)
+        if not reason:
+            continue
+        if reason is _NOT_A_PLUGIN:
+            reason = _prov.missing_reason(name, info["version"], info["providers"])
         if strict:
-            raise ConfigError(reason)
+            raise ProviderUnavailableError(reason)
         warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=5)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
         options.append([])
-    return names, options
+        precisions["CPUExecutionProvider"] = "model"
+    if _precision.check(precision) in ("bf16", "fp16") and precision not in precisions.values():
+        warnings.warn(f"fastort: precision={precision!r} applies to none of {', '.join(names)} (they run the "
+                      "model's own precision)", RuntimeWarning, stacklevel=5)
+    return names, options, precisions
+
+
+_NOT_A_PLUGIN = "not a plugin EP"  # _plugin_ep's answer for names no plugin library claims
+
+
+def _plugin_ep(name: str, opts: List[Tuple[str, str]], precision: str, names: List[str],
+               options: List[List[Tuple[str, str]]], precisions: Dict[str, str]) -> str:
+    """Adds plugin EP ``name`` when it can run here; else returns why not."""
+    from ..runtime import plugin_eps as devices
+
+    if not devices.is_plugin_name(name):
+        return _NOT_A_PLUGIN
+    reason = devices.plugin_reason(name)
+    if reason:
+        return reason
+    device = devices.device_for(name, dict(opts))
+    if device is None:
+        have = ", ".join(d.label for d in devices.devices() if d.ep_name == name)
+        return f"{name} has no device of type {dict(opts).get('device_type')!r} here (it has: {have})"
+    opts, precisions[name] = _precision.apply(
+        name, opts, precision, device.ep_metadata.get("ov_device", device.device_type),
+        device.ep_metadata.get("OPTIMIZATION_CAPABILITIES", ""))
+    if precisions[name].startswith("auto"):
+        warnings.warn(f"fastort: {name} runs in its own precision on {device.label}: {precisions[name]}; "
+                      "outputs may differ from f32 (pass precision='f32' for the CPU EP's results)",
+                      RuntimeWarning, stacklevel=6)
+    names.append(name)
+    options.append(opts)
+    return ""
+
+
+def _policy(providers: Any, device_policy: Optional[str], strict: bool) -> str:
+    """onnxruntime's selection policy for ``providers="auto"`` / ``device_policy``
+    ("" when providers are given). Without plugin support: a warning and "" (CPU),
+    or with ``strict`` an error."""
+    auto = isinstance(providers, str) and providers.lower() == "auto"
+    if device_policy is None and not auto:
+        return ""
+    from ..runtime import plugin_eps as devices
+
+    policy = (device_policy or "max_performance")
+    if not isinstance(policy, str) or policy.lower() not in devices.DEVICE_POLICIES:
+        raise ConfigError(f"device_policy must be one of {', '.join(devices.DEVICE_POLICIES)}, got {device_policy!r}")
+    if device_policy is not None and not auto and tuple(_prov.parse(providers)) != (("CPUExecutionProvider", []),):
+        raise ConfigError("give either providers=[...] or device_policy (with providers='auto'), not both")
+    support = _core.plugin_support()
+    if not support["plugin_eps"]:
+        reason = f"automatic device selection needs plugin EP support: {support['reason']}"
+        if strict:
+            raise ProviderUnavailableError(reason)
+        warnings.warn(f"fastort: {reason}; running on CPU", RuntimeWarning, stacklevel=5)
+        return ""
+    devices.plugin_libraries()  # register the installed plugins, so that onnxruntime can pick them
+    return policy.lower()
+
+
+def _chosen(replica: str) -> Tuple[str, ...]:
+    """EP names of a replica_providers entry: "A(CPU), B(cpu)" -> ("A", "B")."""
+    return tuple(dict.fromkeys(p.strip().split("(")[0] for p in replica.split(",") if p.strip())) or (
+        "CPUExecutionProvider",)
 
 
 #: Most threads a pool may have (onnxruntime takes the count as a C int).
@@ -177,7 +252,16 @@ class EngineOptions:
             ``(name, options)`` tuples, e.g. ``("cuda", {"device_id": 0,
             "gpu_mem_limit": 2 << 30, "arena_extend_strategy": "kSameAsRequested",
             "cudnn_conv_algo_search": "HEURISTIC", "enable_cuda_graph": False,
-            "use_tf32": True})``. See docs/GPU.md.
+            "use_tf32": True})``. See docs/GPU.md. Plugin EPs (``"openvino"``, with
+            ``pip install onnxruntime-ep-openvino``) take their own option names,
+            plus ``device_type`` (``"CPU"``/``"GPU"``/``"NPU"``: which of its
+            devices). ``"auto"``: onnxruntime picks by ``device_policy``. See docs/DEVICES.md.
+        device_policy: onnxruntime's automatic EP selection (``"prefer_gpu"``,
+            ``"prefer_npu"``, ``"prefer_cpu"``, ``"max_performance"``,
+            ``"max_efficiency"``, ``"min_overall_power"``) instead of ``providers``.
+        precision: ``"f32"`` (default: the CPU EP's results), ``"bf16"``, ``"fp16"``
+            or ``"auto"`` (the EP's own choice, reported) for EPs that choose a
+            precision themselves (OpenVINO); ``engine.precision`` says what each got.
         output_device: where :meth:`Engine.run` leaves outputs when it returns
             tensors (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"``
             (the engine's GPU; needs the CUDA provider). With ``"cuda"`` the
@@ -218,6 +302,8 @@ class EngineOptions:
     """
 
     providers: Union[str, Sequence[Any]] = ("cpu",)
+    device_policy: Optional[str] = None
+    precision: str = _precision.DEFAULT_PRECISION
     intra_op_threads: Optional[int] = 0
     inter_op_threads: Optional[int] = 0
     graph_optimization: Union[str, int] = "all"
@@ -272,8 +358,9 @@ class EngineOptions:
 _OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(EngineOptions))
 
 
-def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> "_core.EngineConfig":
-    """The core's EngineConfig for ``o`` (validated; providers parsed once)."""
+def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> Tuple["_core.EngineConfig", Dict[str, str]]:
+    """The core's EngineConfig for ``o`` (validated; providers parsed once) and
+    the precision each provider computes in."""
     config = _core.EngineConfig()
     config.replicas = replicas = _int_option(o.replicas, "replicas", 1)
     entries = []
@@ -299,11 +386,25 @@ def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> "_core.
     config.row_axis = _int_option(batching.batch_axis if batching is not None else o.batch_axis, "batch_axis", 0)
     if o.output_device not in OUTPUT_DEVICES:
         raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {o.output_device!r}")
-    requested = _prov.parse(o.providers)
+    _precision.check(o.precision)
+    providers = o.providers
+    config.ep_policy = _policy(providers, o.device_policy, o.strict_providers)
+    precisions: Dict[str, str]
+    if config.ep_policy:  # onnxruntime picks the devices; fastort sets the precision it may pick
+        from ..runtime import plugin_eps as devices
+
+        providers = ("cpu",)
+        config.providers, config.provider_options = ["CPUExecutionProvider"], [[]]
+        ov = {d.ep_metadata.get("ov_device", ""): d.ep_metadata.get("OPTIMIZATION_CAPABILITIES", "")
+              for d in devices.devices() if d.ep_name == _precision.OPENVINO}
+        extra, precisions = _precision.policy_config(o.precision, ov)
+        config.session_config = entries + [kv for kv in extra if kv[0] not in dict(entries)]
+    requested = _prov.parse(providers)
     if o.output_device == "cuda" and _prov.CUDA not in [name for name, _ in requested]:
         raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
-    config.providers, config.provider_options = _providers(requested, o.strict_providers)
-    return config
+    if not config.ep_policy:
+        config.providers, config.provider_options, precisions = _providers(requested, o.strict_providers, o.precision)
+    return config, precisions
 
 
 def _batch_config(config: BatchConfig, input_names: Sequence[str]) -> "_core.BatchConfig":
@@ -391,7 +492,7 @@ class Engine:
         self._source = describe(model)
         self.options = options
         batching = options.batch_config()
-        config = _engine_config(options, batching)
+        config, precisions = _engine_config(options, batching)
         self._queue_config = options.queue_config()
         source = _model_source(model)
         weights: List[Tuple[str, np.ndarray]] = []
@@ -404,7 +505,14 @@ class Engine:
         self._core = core
         self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.inputs)
         self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.outputs)
-        self.providers: Tuple[str, ...] = tuple(config.providers)
+        #: What each replica runs on, as onnxruntime reports it for plugin EPs and
+        #: automatic selection ("OpenVINOExecutionProvider(CPU)"), else the provider list.
+        self.replica_providers: Tuple[str, ...] = tuple(core.replica_providers)
+        self.providers: Tuple[str, ...] = (
+            _chosen(self.replica_providers[0]) if config.ep_policy else tuple(config.providers))
+        #: The precision each provider computes in: "f32", "bf16", "fp16", "auto (...)",
+        #: or "model" (the model's own types: EPs without a precision setting).
+        self.precision: Dict[str, str] = {p: precisions.get(p, "model") for p in self.providers}
         self.replicas: int = config.replicas
         self.batch_config: Optional[BatchConfig] = batching
         #: Where the model runs: "cpu" or "cuda:N".
@@ -444,6 +552,7 @@ class Engine:
                 raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
             config.providers = ["CPUExecutionProvider"]
             config.provider_options = [[]]
+            config.ep_policy = ""
             core = _core.Engine.open(source, config, weights)
             warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
                           RuntimeWarning, stacklevel=4)
