@@ -25,12 +25,12 @@
 #include <string>
 #include <vector>
 
-#include "batcher.h"
-#include "errors.h"
-#include "model_scan.h"
-#include "pool.h"
-#include "runtime.h"
-#include "session.h"
+#include "fastort/batcher.h"
+#include "fastort/errors.h"
+#include "fastort/model_scan.h"
+#include "fastort/pool.h"
+#include "fastort/runtime.h"
+#include "fastort/session.h"
 
 namespace {
 

@@ -7,19 +7,33 @@
 # the headers into a git-ignored cache folder laid out like onnxruntime's release
 # tarball (include/...). CMake looks there on its own, or set ONNXRUNTIME_ROOT.
 #
+# fastort wants the headers of onnxruntime 1.23 (C API 23) or newer: the
+# plugin execution-provider API (RegisterExecutionProviderLibrary, GetEpDevices,
+# SessionOptionsAppendExecutionProvider_V2) is not in older ones. Debian forky
+# (and sid) carry 1.23; trixie carries 1.21, which still builds, without plugin EPs.
+#
 # Usage: scripts/fetch_ort_headers.sh [DEST]   (default: .cache/onnxruntime)
-# Env:   FASTORT_ORT_SUITE  Debian suite to take the package from (default: trixie)
+# Env:   FASTORT_ORT_SUITE  Debian suites to try, in order (default: "forky sid")
+#        FASTORT_ORT_MIN_API  a cached copy older than this API is replaced (default: 23)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-$root/.cache/onnxruntime}
-suite=${FASTORT_ORT_SUITE:-trixie}
+suites=${FASTORT_ORT_SUITE:-forky sid}
+min_api=${FASTORT_ORT_MIN_API:-23}
 
+api_of() {  # ORT_API_VERSION declared by the onnxruntime_c_api.h in folder $1 (0 if none)
+  awk '/^#define ORT_API_VERSION/ {print $3; found=1; exit} END {if (!found) print 0}' "$1/onnxruntime_c_api.h" 2>/dev/null || echo 0
+}
 if [ -f "$dest/include/onnxruntime_cxx_api.h" ]; then
-  echo "onnxruntime headers already in $dest"
-  exit 0
+  have=$(api_of "$dest/include")
+  if [ "$have" -ge "$min_api" ]; then
+    echo "onnxruntime headers (API $have) already in $dest"
+    exit 0
+  fi
+  echo "onnxruntime headers in $dest declare API $have < $min_api: replacing them"
 fi
-if [ -f /usr/include/onnxruntime/onnxruntime_cxx_api.h ]; then
+if [ -f /usr/include/onnxruntime/onnxruntime_cxx_api.h ] && [ "$(api_of /usr/include/onnxruntime)" -ge "$min_api" ]; then
   echo "onnxruntime headers found in /usr/include/onnxruntime (libonnxruntime-dev); nothing to fetch"
   exit 0
 fi
@@ -46,14 +60,25 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/deb"
-echo "deb [signed-by=$keyring] $mirror $suite main" >"$work/sources.list"
 opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
       -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
       -o "APT::Sandbox::User=root")
 
-echo "fetching libonnxruntime-dev from Debian $suite (headers only)"
-apt-get "${opts[@]}" -qq update
-(cd "$work/deb" && apt-get "${opts[@]}" -qq download libonnxruntime-dev)
+got=""
+for suite in $suites; do
+  echo "fetching libonnxruntime-dev from Debian $suite (headers only)"
+  echo "deb [signed-by=$keyring] $mirror $suite main" >"$work/sources.list"
+  rm -rf "$work/lists" && mkdir -p "$work/lists/partial"
+  if apt-get "${opts[@]}" -qq update && (cd "$work/deb" && apt-get "${opts[@]}" -qq download libonnxruntime-dev); then
+    got=$suite
+    break
+  fi
+  echo "warning: Debian $suite has no libonnxruntime-dev here; trying the next suite" >&2
+done
+if [ -z "$got" ]; then
+  echo "error: none of the suites ($suites) has libonnxruntime-dev; set ONNXRUNTIME_ROOT to an onnxruntime SDK instead" >&2
+  exit 1
+fi
 dpkg-deb -x "$work"/deb/libonnxruntime-dev_*.deb "$work/x"
 
 rm -rf "$dest.tmp"

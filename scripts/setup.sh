@@ -75,3 +75,9 @@ echo "== building fastort [$extras]"
 if [ "${FASTORT_FETCH_GPU_RUNTIME:-1}" != 0 ]; then
   bash scripts/fetch_ort_gpu.sh
 fi
+
+# 6. For the API-floor test: the library of an older onnxruntime wheel (1.21,
+#    C API 21), unpacked aside. FASTORT_FETCH_OLD_RUNTIME=0 skips it (that test then skips).
+if [ "${FASTORT_FETCH_OLD_RUNTIME:-1}" != 0 ]; then
+  bash scripts/fetch_ort_old.sh
+fi

@@ -31,8 +31,8 @@
 #include <utility>
 #include <vector>
 
-#include "batcher.h"
-#include "runtime.h"
+#include "fastort/batcher.h"
+#include "fastort/runtime.h"
 
 namespace {
 

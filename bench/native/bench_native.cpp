@@ -30,9 +30,9 @@
 #include <utility>
 #include <vector>
 
-#include "runtime.h"
-#include "session.h"
-#include "tensor.h"
+#include "fastort/runtime.h"
+#include "fastort/session.h"
+#include "fastort/tensor.h"
 
 namespace {
 

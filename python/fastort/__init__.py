@@ -18,9 +18,10 @@ from typing import Any
 from . import errors, runtime
 from ._core import Tensor
 from ._version import __version__
-from .engine import BatchConfig, Engine, IOSpec
+from .engine import BatchConfig, Engine, EngineOptions, IOSpec
 from .errors import *  # noqa: F403 - every error class (errors.__all__ is the one list)
 from .runtime import configure_global_threads, runtime_info
+from .runtime.plugin_eps import devices, register_ep_library
 
 runtime.load()
 
@@ -57,9 +58,12 @@ __all__ = [
     "Engine",
     "IOSpec",
     "BatchConfig",
+    "EngineOptions",
     "runtime_info",
     "Tensor",
     "configure_global_threads",
+    "devices",
+    "register_ep_library",
     "__version__",
 ]
 __all__ += errors.__all__

@@ -1,6 +1,6 @@
-"""Type stub of fastort's native module (cpp/bindings.cpp)."""
+"""Type stub of fastort's native module (cpp/python/bind_*.cpp over the core in cpp/src/)."""
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -11,6 +11,47 @@ def runtime_info() -> Dict[str, Any]: ...
 def configure_global_threads(intra_op_threads: int, inter_op_threads: int, allow_spinning: bool) -> None: ...
 def shared_weight_file(initializer: str) -> str: ...
 def _bound_view(obj: Any) -> Tuple[int, str, List[int]]: ...
+def plugin_support() -> Dict[str, Any]: ...
+def register_ep_library(name: str, path: str) -> bool: ...
+def ep_registrations() -> List[Tuple[str, str, List[str]]]: ...
+def ep_devices() -> List[Dict[str, Any]]: ...
+
+_IO = Tuple[str, str, Optional[Sequence[Any]]]
+
+def batchability(inputs: Iterable[_IO], outputs: Iterable[_IO], batch_axis: int = ...) -> Tuple[bool, str]: ...
+
+class EngineConfig:
+    """What an engine is opened with (built from fastort.EngineOptions)."""
+
+    providers: List[str]
+    provider_options: List[List[Tuple[str, str]]]
+    intra_op_threads: int
+    inter_op_threads: int
+    use_global_thread_pools: bool
+    graph_optimization: int
+    execution_mode: int
+    log_level: int
+    session_config: List[Tuple[str, str]]
+    pinned_staging_min_bytes: int
+    ep_policy: str
+    replicas: int
+    share_weights: bool
+    max_request_bytes: int
+    max_request_rows: int
+    row_axis: int
+    def __init__(self) -> None: ...
+
+class BatchConfig:
+    """The request queue's settings (built from fastort.BatchConfig)."""
+
+    max_batch_size: int
+    max_delay_us: int
+    max_queue: int
+    max_queue_rows: int
+    batch_axis: int
+    priority_levels: int
+    padding: List[Tuple[int, int, float]]
+    def __init__(self) -> None: ...
 
 class Tensor:
     """A tensor output left in onnxruntime's buffer (host or CUDA memory)."""
@@ -35,7 +76,7 @@ class Tensor:
 
 class Engine:
     @staticmethod
-    def open(model: Any, options: Dict[str, Any], initializers: List[Tuple[str, np.ndarray]] = ...) -> "Engine": ...
+    def open(model: Any, config: EngineConfig, initializers: List[Tuple[str, np.ndarray]] = ...) -> "Engine": ...
     @property
     def inputs(self) -> List[Tuple[str, str, Optional[np.dtype], Optional[Tuple[Any, ...]]]]: ...
     @property
@@ -48,14 +89,14 @@ class Engine:
     def batching(self) -> bool: ...
     @property
     def unbatchable_reason(self) -> str: ...
-    def start_batcher(self, max_batch_size: int, max_delay_us: float, max_queue: int, max_queue_rows: int,
-                      batch_axis: int, priority_levels: int, padding: Sequence[Tuple[int, int, float]],
-                      route_runs: bool) -> None: ...
+    def start_batcher(self, config: BatchConfig, route_runs: bool) -> None: ...
     def run(self, inputs: Any, outputs: Any = ..., out: Any = ..., timeout: float = ...,
             priority: int = ...) -> Dict[str, Any]: ...
     def run_tensors(self, inputs: Any, outputs: Any = ..., to_device: bool = ...) -> Dict[str, Any]: ...
     @property
     def device(self) -> str: ...
+    @property
+    def replica_providers(self) -> List[str]: ...
     def submit(self, inputs: Any, outputs: Any, token: Any, timeout: float = ..., priority: int = ...) -> int: ...
     def cancel(self, id: int) -> bool: ...
     def pop_completions(self, timeout: float) -> Optional[List[Tuple[Any, Any, Optional[BaseException]]]]: ...

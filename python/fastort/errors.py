@@ -21,6 +21,8 @@ __all__ = [
     "RunError",
     "EngineClosedError",
     "ConfigError",
+    "ProviderUnavailableError",
+    "EpLibraryError",
     "QueueFullError",
     "RequestTimeoutError",
     "PrepareError",
@@ -73,6 +75,16 @@ class EngineClosedError(FastortError, RuntimeError):
 
 class ConfigError(FastortError, ValueError):
     """An engine option is invalid (unknown provider, bad thread count, ...)."""
+
+
+class ProviderUnavailableError(ConfigError):
+    """A requested execution provider cannot be used here; the message says why
+    (plugin not installed, its library fails to load, no device for it on this
+    machine, or onnxruntime too old for plugin EPs)."""
+
+
+class EpLibraryError(ProviderUnavailableError):
+    """A plugin EP library could not be registered with onnxruntime."""
 
 
 class QueueFullError(FastortError, RuntimeError):

@@ -56,6 +56,10 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                              "takes about a third more")
     parser.add_argument("--no-native", action="store_true", help="skip the C++ benchmark program")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--providers", default=None, metavar="EP,EP",
+                        help="compare execution providers side by side instead (e.g. openvino,cpu; fastort.bench.ep)")
+    parser.add_argument("--precision", default="f32", metavar="P,P",
+                        help="with --providers: precisions of the non-CPU providers (f32,bf16,fp16,auto; default f32)")
     parser.set_defaults(run=run, parser=parser)
 
 
@@ -88,6 +92,18 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:
                 print(f"fastort bench: {e}", file=sys.stderr)
                 return 2
+        if args.providers:
+            from ..bench.ep import compare_eps, ep_cases, format_eps
+
+            cases = ep_cases(args.providers.split(","), args.precision.split(","))
+            results = compare_eps(path, feeds, cases, threads=args.threads, seconds=args.seconds,
+                                  rows_per_call=args.batch)
+            if args.json:
+                print(json.dumps([dict(asdict(r.timing), case=r.case, max_abs_err=r.max_abs_err,
+                                       runs_on=r.providers, precision=r.precision) for r in results], indent=2))
+            else:
+                print(format_eps(results, f"{label}: batch {args.batch}, {args.threads or 'default'} thread(s)"))
+            return 0
         timings = side_by_side(path, feeds, threads=args.threads, seconds=args.seconds,
                                native=not args.no_native, rows_per_call=args.batch)
     info = runtime_info()

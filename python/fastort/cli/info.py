@@ -73,6 +73,20 @@ def _print_info(info: Dict[str, Any]) -> None:
     print("providers  " + ", ".join(info["providers"]) + "   (available: " + ", ".join(info["available_providers"]) + ")")
 
 
+def _print_devices(info: Dict[str, Any]) -> None:
+    """Plugin EP support, libraries and EP devices (fastort.devices)."""
+    plugins = info["plugin_eps"]
+    print(f"C API       {info['api_version']} in use (headers: {info['api_version_compiled']}); plugin EPs: "
+          + ("yes" if plugins["available"] else "no (" + plugins["reason"] + ")"))
+    for lib in info.get("plugin_libraries", []):
+        state = "registered" if lib["registered"] else "not registered: " + lib["error"]
+        print(f"plugin      {lib['name']} ({lib['source']}): {', '.join(lib['eps']) or '-'}; {state}")
+    for d in info.get("devices", []):
+        extra = f" ov_device={d['ov_device']}" if d["ov_device"] else ""
+        print(f"device      {d['ep']}: {d['device_type']} {d['vendor']} "
+              f"(vendor 0x{d['vendor_id']:04x}, device 0x{d['device_id']:04x}){extra}")
+
+
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = subparsers.add_parser("info", help="what a model takes and gives (or, alone, the runtime)",
                                    description="Describe a model, or the runtime.")
@@ -88,11 +102,12 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(info, indent=2))
         else:
-            print(f"onnxruntime {info['version']} (fastort compiled against C API {info['api_version']})")
+            print(f"onnxruntime {info['version']}")
             print(f"library     {info['library_path']}")
             print(f"providers   {', '.join(info['providers'])}")
             for name, status in info["provider_status"].items():
                 print(f"  {name}: {'available' if status['available'] else 'unavailable: ' + status['reason']}")
+            _print_devices(info)
         return 0
     info = describe_model(args.model, providers=args.providers.split(","))
     if args.json:

@@ -5,8 +5,9 @@
     fastort quantize MODEL -o OUT.onnx [--mode dynamic|static --calibration DATA] [--method minmax|entropy|percentile]
     fastort quantize MODEL -o OUT.onnx --mode int4 [--block-size 32] [--accuracy-level 4] [--algorithm rtn|hqq|gptq]
     fastort validate REFERENCE CANDIDATE [--inputs DATA] [--rtol R] [--atol A]
+    fastort validate REFERENCE.onnx --target openvino [--precision f32|bf16|fp16|auto]
     fastort package MODEL -o DIR [--target cpu|cuda] [--replicas N]   |   fastort package DIR --verify
-    fastort prepare MODEL -o OUTDIR --target cpu|cuda [--quantize dynamic|static --calibration DATA] [--fp16]
+    fastort prepare MODEL -o OUTDIR --target cpu|cuda|openvino [--precision P] [--quantize dynamic|static --calibration DATA] [--fp16]
                     [--prune 0.3]   (torch models: structured pruning first)
 
 MODEL is an .onnx file, or for convert/prepare a saved framework model: a
@@ -154,11 +155,22 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    p: argparse.ArgumentParser = args.parser
     from ..prepare.convert import load_framework_model
     from ..prepare.validate import validate
 
+    if args.target is not None:
+        from ..prepare.validate_ep import validate_on_ep
+
+        report = validate_on_ep(args.reference, _data(args.inputs, "inputs"), args.target, args.precision,
+                                args.rtol, args.atol, raise_on_failure=False)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        return 0 if report.passed else 1
+    if args.candidate is None:
+        p.error("give a candidate model, or --target to check the reference on an execution provider")
     reference = load_framework_model(args.reference)
-    report = validate(reference, args.candidate, _data(args.inputs, "inputs"), rtol=args.rtol, atol=args.atol,
+    report = validate(reference, args.candidate, _data(args.inputs, "inputs"),
+                      rtol=1e-3 if args.rtol is None else args.rtol, atol=1e-5 if args.atol is None else args.atol,
                       min_top1=args.min_top1, raise_on_failure=False)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
@@ -192,7 +204,7 @@ def _prepare(args: argparse.Namespace) -> int:
             print("fastort prepare: a framework model needs example inputs: --input-shape 1,3,32,32 or --inputs DATA",
                   file=sys.stderr)
             return 2
-    result = prepare(model, args.output, target=args.target, example_inputs=example,
+    result = prepare(model, args.output, target=args.target, precision=args.precision, example_inputs=example,
                      inputs=_data(args.inputs, "inputs"), quantize=args.quantize, calibration=args.calibration,
                      method=args.method, per_channel=args.per_channel, exclude_op_types=args.exclude_op_type,
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
@@ -277,10 +289,14 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description="Compare a candidate model's outputs with a "
         "reference's; exit status 1 when outside tolerance.")
     p.add_argument("reference", help="the reference: an .onnx file or a saved framework model")
-    p.add_argument("candidate", help="the candidate .onnx file")
+    p.add_argument("candidate", nargs="?", help="the candidate .onnx file (omit with --target)")
     p.add_argument("--inputs", help="inputs: an .npy or .npz file (default: seeded random inputs)")
-    p.add_argument("--rtol", type=float, default=1e-3)
-    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--target", choices=["openvino"], default=None,
+                   help="check the reference .onnx on this EP against the CPU EP in f32 instead")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "fp16", "auto"],
+                   help="with --target: the EP's precision (default f32)")
+    p.add_argument("--rtol", type=float, default=None, help="default 1e-3 (with --target: the precision's own)")
+    p.add_argument("--atol", type=float, default=None, help="default 1e-5 (with --target: the precision's own)")
     p.add_argument("--min-top1", type=float, default=None, help="least top-1 agreement of classifier outputs (0-1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_validate, parser=p)
@@ -306,7 +322,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         "package a model; ends with a before/after table.")
     p.add_argument("model", help="an .onnx file or a saved framework model (.pt/.pth, .pkl/.joblib, .keras/.h5)")
     p.add_argument("-o", "--output", required=True, help="the package directory to write")
-    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda", "openvino"])
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16", "fp16", "auto"],
+                   help="--target openvino: OpenVINO's inference precision, checked against the CPU EP (default f32)")
     p.add_argument("--quantize", choices=["dynamic", "static"], default=None)
     p.add_argument("--calibration", help="static quantization: calibration data, an .npy or .npz file")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import functools
-import inspect
+import dataclasses
 import os
 import threading
 import warnings
@@ -20,10 +19,8 @@ from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     Deque,
     Dict,
-    FrozenSet,
     Iterable,
     Iterator,
     List,
@@ -31,16 +28,16 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
-    TypeVar,
     Union,
-    cast,
 )
 
 import numpy as np
 
 from .. import _core
 from .. import runtime as _runtime
-from ..errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
+from ..errors import (ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError,
+                      ProviderUnavailableError)
+from ..runtime import precision as _precision
 from ..runtime import providers as _prov
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
@@ -50,15 +47,13 @@ from .manifest import is_package, load_package
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["Engine", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs"]
+__all__ = ["Engine", "EngineOptions", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs"]
 
 ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "onnx.ModelProto"]
 Dim = Union[int, str, None]
 Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
 
 OUTPUT_DEVICES = ("cpu", "cuda")
-#: Host inputs of CUDA engines at least this large are staged through pinned memory.
-PINNED_STAGING_MIN_BYTES = 64 * 1024
 OUTPUT_FORMATS = ("numpy", "dlpack", "torch", "cupy")
 
 GRAPH_OPTIMIZATION_LEVELS: Dict[str, int] = {"disable": 0, "basic": 1, "extended": 2, "layout": 3, "all": 99}
@@ -99,29 +94,102 @@ def _choose(value: Union[str, int], table: Mapping[str, int], what: str) -> int:
     raise ConfigError(f"{what} must be one of {sorted(table)}, got {value!r}")
 
 
-def _providers(providers: Any, strict: bool) -> Tuple[List[str], List[List[Tuple[str, str]]]]:
-    """onnxruntime provider names and options for ``providers``. One this runtime
-    lacks is skipped with a warning that says why (an error with ``strict``); the
-    CPU provider, which every runtime has, always comes last."""
-    parsed = _prov.parse(providers)
+def _providers(parsed: List[Tuple[str, List[Tuple[str, str]]]], strict: bool,
+               precision: str = _precision.DEFAULT_PRECISION
+               ) -> Tuple[List[str], List[List[Tuple[str, str]]], Dict[str, str]]:
+    """onnxruntime provider names and options for the parsed ``providers``, and
+    the precision each runs. One this runtime lacks is skipped with a warning
+    that says why (an error with ``strict``); the CPU provider, which every
+    runtime has, always comes last. Names the runtime does not build in are
+    looked for among plugin EP libraries (fastort.devices)."""
     info = _runtime.runtime_info(probe=False)
     names: List[str] = []
     options: List[List[Tuple[str, str]]] = []
+    precisions: Dict[str, str] = {}
     for name, opts in parsed:
         if name in info["providers"]:
             if name == _prov.CUDA:
                 _runtime.preload_cuda_libraries()
+            opts, precisions[name] = _precision.apply(name, opts, precision)
             names.append(name)
             options.append(opts)
             continue
-        reason = _prov.missing_reason(name, info["version"], info["providers"])
+        reason = _plugin_ep(name, opts, precision, names, options, precisions)
+        if not reason:
+            continue
+        if reason is _NOT_A_PLUGIN:
+            reason = _prov.missing_reason(name, info["version"], info["providers"])
         if strict:
-            raise ConfigError(reason)
-        warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=4)
+            raise ProviderUnavailableError(reason)
+        warnings.warn(f"fastort: {reason}; using the next provider instead", RuntimeWarning, stacklevel=5)
     if "CPUExecutionProvider" not in names:
         names.append("CPUExecutionProvider")
         options.append([])
-    return names, options
+        precisions["CPUExecutionProvider"] = "model"
+    if _precision.check(precision) in ("bf16", "fp16") and precision not in precisions.values():
+        warnings.warn(f"fastort: precision={precision!r} applies to none of {', '.join(names)} (they run the "
+                      "model's own precision)", RuntimeWarning, stacklevel=5)
+    return names, options, precisions
+
+
+_NOT_A_PLUGIN = "not a plugin EP"  # _plugin_ep's answer for names no plugin library claims
+
+
+def _plugin_ep(name: str, opts: List[Tuple[str, str]], precision: str, names: List[str],
+               options: List[List[Tuple[str, str]]], precisions: Dict[str, str]) -> str:
+    """Adds plugin EP ``name`` when it can run here; else returns why not."""
+    from ..runtime import plugin_eps as devices
+
+    if not devices.is_plugin_name(name):
+        return _NOT_A_PLUGIN
+    reason = devices.plugin_reason(name)
+    if reason:
+        return reason
+    device = devices.device_for(name, dict(opts))
+    if device is None:
+        have = ", ".join(d.label for d in devices.devices() if d.ep_name == name)
+        return f"{name} has no device of type {dict(opts).get('device_type')!r} here (it has: {have})"
+    opts, precisions[name] = _precision.apply(
+        name, opts, precision, device.ep_metadata.get("ov_device", device.device_type),
+        device.ep_metadata.get("OPTIMIZATION_CAPABILITIES", ""))
+    if precisions[name].startswith("auto"):
+        warnings.warn(f"fastort: {name} runs in its own precision on {device.label}: {precisions[name]}; "
+                      "outputs may differ from f32 (pass precision='f32' for the CPU EP's results)",
+                      RuntimeWarning, stacklevel=6)
+    names.append(name)
+    options.append(opts)
+    return ""
+
+
+def _policy(providers: Any, device_policy: Optional[str], strict: bool) -> str:
+    """onnxruntime's selection policy for ``providers="auto"`` / ``device_policy``
+    ("" when providers are given). Without plugin support: a warning and "" (CPU),
+    or with ``strict`` an error."""
+    auto = isinstance(providers, str) and providers.lower() == "auto"
+    if device_policy is None and not auto:
+        return ""
+    from ..runtime import plugin_eps as devices
+
+    policy = (device_policy or "max_performance")
+    if not isinstance(policy, str) or policy.lower() not in devices.DEVICE_POLICIES:
+        raise ConfigError(f"device_policy must be one of {', '.join(devices.DEVICE_POLICIES)}, got {device_policy!r}")
+    if device_policy is not None and not auto and tuple(_prov.parse(providers)) != (("CPUExecutionProvider", []),):
+        raise ConfigError("give either providers=[...] or device_policy (with providers='auto'), not both")
+    support = _core.plugin_support()
+    if not support["plugin_eps"]:
+        reason = f"automatic device selection needs plugin EP support: {support['reason']}"
+        if strict:
+            raise ProviderUnavailableError(reason)
+        warnings.warn(f"fastort: {reason}; running on CPU", RuntimeWarning, stacklevel=5)
+        return ""
+    devices.plugin_libraries()  # register the installed plugins, so that onnxruntime can pick them
+    return policy.lower()
+
+
+def _chosen(replica: str) -> Tuple[str, ...]:
+    """EP names of a replica_providers entry: "A(CPU), B(cpu)" -> ("A", "B")."""
+    return tuple(dict.fromkeys(p.strip().split("(")[0] for p in replica.split(",") if p.strip())) or (
+        "CPUExecutionProvider",)
 
 
 #: Most threads a pool may have (onnxruntime takes the count as a C int).
@@ -170,39 +238,34 @@ def _int_option(value: Any, what: str, minimum: int) -> int:
     return int(value)
 
 
-_F = TypeVar("_F", bound=Callable[..., None])
+@dataclass(frozen=True)
+class EngineOptions:
+    """Every :class:`Engine` keyword with its default: the one place they are set.
 
+    ``Engine(model, **keywords)`` builds one of these; ``Engine(model, options)``
+    takes it whole (keywords given as well replace its fields). It is converted
+    once into the native core's ``EngineConfig`` and ``BatchConfig`` structs.
 
-def _note_explicit_kwargs(init: _F) -> _F:
-    """Records which keywords a caller gave, so that a model package's settings
-    fill in only the others (a default value given explicitly still wins)."""
-
-    @functools.wraps(init)
-    def wrapper(self: Any, model: Any, **kwargs: Any) -> None:
-        self._explicit_kwargs = frozenset(kwargs)
-        init(self, model, **kwargs)
-
-    return cast(_F, wrapper)
-
-
-class Engine:
-    """Runs one ONNX model with onnxruntime through fastort's C++ core.
-
-    Args:
-        model: a path to an ``.onnx`` file (external data is resolved next to it),
-            the serialized model as ``bytes``, an ``onnx.ModelProto``, or a model
-            package directory made by :func:`fastort.package` or
-            ``fastort prepare`` (its files' hashes are checked first).
+    Attributes:
         providers: execution providers in priority order; short names
             (``"cpu"``, ``"cuda"``), onnxruntime's (``"CPUExecutionProvider"``), or
             ``(name, options)`` tuples, e.g. ``("cuda", {"device_id": 0,
             "gpu_mem_limit": 2 << 30, "arena_extend_strategy": "kSameAsRequested",
             "cudnn_conv_algo_search": "HEURISTIC", "enable_cuda_graph": False,
-            "use_tf32": True})``. See docs/GPU.md.
-        output_device: where :meth:`run` leaves outputs when it returns tensors
-            (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"`` (the
-            engine's GPU; needs the CUDA provider). With ``"cuda"`` the default
-            output format becomes ``"dlpack"``.
+            "use_tf32": True})``. See docs/GPU.md. Plugin EPs (``"openvino"``, with
+            ``pip install onnxruntime-ep-openvino``) take their own option names,
+            plus ``device_type`` (``"CPU"``/``"GPU"``/``"NPU"``: which of its
+            devices). ``"auto"``: onnxruntime picks by ``device_policy``. See docs/DEVICES.md.
+        device_policy: onnxruntime's automatic EP selection (``"prefer_gpu"``,
+            ``"prefer_npu"``, ``"prefer_cpu"``, ``"max_performance"``,
+            ``"max_efficiency"``, ``"min_overall_power"``) instead of ``providers``.
+        precision: ``"f32"`` (default: the CPU EP's results), ``"bf16"``, ``"fp16"``
+            or ``"auto"`` (the EP's own choice, reported) for EPs that choose a
+            precision themselves (OpenVINO); ``engine.precision`` says what each got.
+        output_device: where :meth:`Engine.run` leaves outputs when it returns
+            tensors (``output_format`` other than numpy): ``"cpu"`` or ``"cuda"``
+            (the engine's GPU; needs the CUDA provider). With ``"cuda"`` the
+            default output format becomes ``"dlpack"``.
         pinned_staging: CUDA engines copy host inputs of 64 KiB or more into
             onnxruntime's pinned host memory before the run, so that the copy to
             the GPU is a DMA transfer (off where the runtime has no pinned allocator).
@@ -221,6 +284,8 @@ class Engine:
         use_global_thread_pool: run every replica on onnxruntime's process-wide
             thread pools (see :func:`fastort.configure_global_threads`) instead of
             pools of their own.
+        share_weights: replicas hold the model's weights (and onnxruntime's
+            prepacked forms of them) once.
         max_batch_size, max_delay_us, max_queue, max_queue_rows, batch_axis,
         priority_levels, padding: giving ``max_batch_size`` (or ``batching``)
             turns dynamic batching on; see :class:`BatchConfig`.
@@ -234,151 +299,232 @@ class Engine:
         use_package_settings: for a package, take its recommended settings
             (providers, replicas, batching, ...) for every keyword not given;
             keywords given always win.
+    """
+
+    providers: Union[str, Sequence[Any]] = ("cpu",)
+    device_policy: Optional[str] = None
+    precision: str = _precision.DEFAULT_PRECISION
+    intra_op_threads: Optional[int] = 0
+    inter_op_threads: Optional[int] = 0
+    graph_optimization: Union[str, int] = "all"
+    execution_mode: Union[str, int] = "sequential"
+    log_level: Union[str, int] = "warning"
+    session_config: Optional[Mapping[str, str]] = None
+    strict_providers: bool = False
+    replicas: int = 1
+    use_global_thread_pool: bool = False
+    share_weights: bool = True
+    max_batch_size: Optional[int] = None
+    max_delay_us: int = BatchConfig.max_delay_us
+    max_queue: int = BatchConfig.max_queue
+    max_queue_rows: int = BatchConfig.max_queue_rows
+    batch_axis: int = BatchConfig.batch_axis
+    priority_levels: int = BatchConfig.priority_levels
+    padding: Optional[Mapping[str, Mapping[int, float]]] = None
+    batching: Optional[BatchConfig] = None
+    output_device: str = "cpu"
+    pinned_staging: bool = True
+    max_request_bytes: int = 0
+    max_request_rows: int = 0
+    use_package_settings: bool = True
+
+    @classmethod
+    def build(cls, options: Optional["EngineOptions"] = None, **keywords: Any) -> "EngineOptions":
+        """``options`` (or the defaults) with ``keywords`` replacing its fields;
+        an unknown keyword is a TypeError, as for any function."""
+        unknown = sorted(set(keywords) - _OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"Engine() got an unexpected keyword argument {unknown[0]!r}")
+        return dataclasses.replace(options, **keywords) if options is not None else cls(**keywords)
+
+    def batch_config(self) -> Optional[BatchConfig]:
+        """The batching settings: ``batching``, or the separate keywords when
+        ``max_batch_size`` is given; None when batching is off."""
+        if self.batching is not None and self.max_batch_size is not None:
+            raise ConfigError("give either batching=BatchConfig(...) or max_batch_size=..., not both")
+        if self.batching is not None or self.max_batch_size is None:
+            return self.batching
+        return BatchConfig(max_batch_size=self.max_batch_size, max_delay_us=self.max_delay_us,
+                           max_queue=self.max_queue, max_queue_rows=self.max_queue_rows,
+                           batch_axis=self.batch_axis, priority_levels=self.priority_levels,
+                           padding=dict(self.padding or {}))
+
+    def queue_config(self) -> BatchConfig:
+        """Settings of the request queue behind submit()/run_async() when batching is off."""
+        return BatchConfig(max_batch_size=1, max_delay_us=0, max_queue=self.max_queue,
+                           max_queue_rows=self.max_queue_rows, priority_levels=self.priority_levels)
+
+
+_OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(EngineOptions))
+
+
+def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> Tuple["_core.EngineConfig", Dict[str, str]]:
+    """The core's EngineConfig for ``o`` (validated; providers parsed once) and
+    the precision each provider computes in."""
+    config = _core.EngineConfig()
+    config.replicas = replicas = _int_option(o.replicas, "replicas", 1)
+    entries = []
+    for key, value in (o.session_config or {}).items():
+        if not isinstance(key, str):
+            raise ConfigError(f"session_config keys must be str, got {key!r}")
+        entries.append((key, value if isinstance(value, str) else str(value)))
+    config.session_config = entries
+    intra = _threads(o.intra_op_threads, "intra_op_threads")
+    if intra == 0 and replicas > 1 and not o.use_global_thread_pool:
+        intra = max(1, (os.cpu_count() or 1) // replicas)
+    config.intra_op_threads = intra
+    config.inter_op_threads = _threads(o.inter_op_threads, "inter_op_threads")
+    config.use_global_thread_pools = bool(o.use_global_thread_pool)
+    config.graph_optimization = _choose(o.graph_optimization, GRAPH_OPTIMIZATION_LEVELS, "graph_optimization")
+    config.execution_mode = _choose(o.execution_mode, EXECUTION_MODES, "execution_mode")
+    config.log_level = _choose(o.log_level, LOG_LEVELS, "log_level")
+    config.share_weights = bool(o.share_weights)
+    if not o.pinned_staging:
+        config.pinned_staging_min_bytes = 0
+    config.max_request_bytes = _int_option(o.max_request_bytes, "max_request_bytes", 0)
+    config.max_request_rows = _int_option(o.max_request_rows, "max_request_rows", 0)
+    config.row_axis = _int_option(batching.batch_axis if batching is not None else o.batch_axis, "batch_axis", 0)
+    if o.output_device not in OUTPUT_DEVICES:
+        raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {o.output_device!r}")
+    _precision.check(o.precision)
+    providers = o.providers
+    config.ep_policy = _policy(providers, o.device_policy, o.strict_providers)
+    precisions: Dict[str, str]
+    if config.ep_policy:  # onnxruntime picks the devices; fastort sets the precision it may pick
+        from ..runtime import plugin_eps as devices
+
+        providers = ("cpu",)
+        config.providers, config.provider_options = ["CPUExecutionProvider"], [[]]
+        ov = {d.ep_metadata.get("ov_device", ""): d.ep_metadata.get("OPTIMIZATION_CAPABILITIES", "")
+              for d in devices.devices() if d.ep_name == _precision.OPENVINO}
+        extra, precisions = _precision.policy_config(o.precision, ov)
+        config.session_config = entries + [kv for kv in extra if kv[0] not in dict(entries)]
+    requested = _prov.parse(providers)
+    if o.output_device == "cuda" and _prov.CUDA not in [name for name, _ in requested]:
+        raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
+    if not config.ep_policy:
+        config.providers, config.provider_options, precisions = _providers(requested, o.strict_providers, o.precision)
+    return config, precisions
+
+
+def _batch_config(config: BatchConfig, input_names: Sequence[str]) -> "_core.BatchConfig":
+    """The core's BatchConfig for ``config`` (validated; padding by input index)."""
+    core = _core.BatchConfig()
+    core.max_batch_size = _int_option(config.max_batch_size, "max_batch_size", 1)
+    core.max_delay_us = _int_option(config.max_delay_us, "max_delay_us", 0)
+    core.max_queue = _int_option(config.max_queue, "max_queue", 0)
+    core.max_queue_rows = _int_option(config.max_queue_rows, "max_queue_rows", 0)
+    core.batch_axis = _int_option(config.batch_axis, "batch_axis", 0)
+    core.priority_levels = _int_option(config.priority_levels, "priority_levels", 1)
+    padding = []
+    for name, dims in (config.padding or {}).items():
+        if name not in input_names:
+            raise ConfigError(
+                f"padding names input {name!r}, which the model does not have ({', '.join(input_names)})")
+        for dim, value in dims.items():
+            padding.append((list(input_names).index(name), _int_option(dim, "padding dim", 0), float(value)))
+    core.padding = padding
+    return core
+
+
+def _model_source(model: ModelLike) -> Union[str, bytes]:
+    """A model file's path (checked) or the model's serialized bytes."""
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ModelNotFoundError(f"model file not found: {path}")
+        if os.path.isdir(path):
+            raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
+        check_external_data(path)
+        return path
+    source = model_bytes(model)
+    check_no_external_data(source)
+    return source
+
+
+def package_options(path: Union[str, "os.PathLike[str]"], options: Optional[EngineOptions] = None,
+                    **keywords: Any) -> Tuple[str, EngineOptions]:
+    """The model file of a package (its hashes checked) and the engine options:
+    the package's recommended settings for every keyword not given (unless
+    ``use_package_settings=False`` or a whole ``options`` is given)."""
+    model_path, recommended = load_package(path)
+    given = EngineOptions.build(options, **keywords)
+    if options is None and given.use_package_settings:
+        given = EngineOptions.build(**{**recommended, **keywords})
+    return model_path, given
+
+
+class Engine:
+    """Runs one ONNX model with onnxruntime through fastort's C++ core.
+
+    Args:
+        model: a path to an ``.onnx`` file (external data is resolved next to it),
+            the serialized model as ``bytes``, an ``onnx.ModelProto``, or a model
+            package directory made by :func:`fastort.package` or
+            ``fastort prepare`` (its files' hashes are checked first; see
+            :meth:`from_package`).
+        options: an :class:`EngineOptions`; the defaults when not given.
+        **keywords: fields of :class:`EngineOptions` (``providers``,
+            ``replicas``, ``max_batch_size``, ``output_device``, ...), which
+            replace those of ``options``.
 
     Thread-safe: any number of threads may call :meth:`run` and :meth:`submit`.
     """
 
-    @_note_explicit_kwargs
-    def __init__(
-        self,
-        model: ModelLike,
-        *,
-        providers: Union[str, Sequence[Any]] = ("cpu",),
-        intra_op_threads: Optional[int] = 0,
-        inter_op_threads: Optional[int] = 0,
-        graph_optimization: Union[str, int] = "all",
-        execution_mode: Union[str, int] = "sequential",
-        log_level: Union[str, int] = "warning",
-        session_config: Optional[Mapping[str, str]] = None,
-        strict_providers: bool = False,
-        replicas: int = 1,
-        use_global_thread_pool: bool = False,
-        share_weights: bool = True,
-        max_batch_size: Optional[int] = None,
-        max_delay_us: int = 2000,
-        max_queue: int = 1024,
-        max_queue_rows: int = 0,
-        batch_axis: int = 0,
-        priority_levels: int = 1,
-        padding: Optional[Mapping[str, Mapping[int, float]]] = None,
-        batching: Optional[BatchConfig] = None,
-        output_device: str = "cpu",
-        pinned_staging: bool = True,
-        max_request_bytes: int = 0,
-        max_request_rows: int = 0,
-        use_package_settings: bool = True,
-    ) -> None:
+    def __init__(self, model: ModelLike, options: Optional[EngineOptions] = None, **keywords: Any) -> None:
+        if isinstance(model, (str, os.PathLike)) and is_package(model):
+            model, options = package_options(model, options, **keywords)
+        else:
+            options = EngineOptions.build(options, **keywords)
+        self._open(model, options)
+
+    @classmethod
+    def from_package(cls, path: Union[str, "os.PathLike[str]"], options: Optional[EngineOptions] = None,
+                     **keywords: Any) -> "Engine":
+        """An engine for a model package: its model file (hashes checked) with
+        the package's recommended settings for every keyword not given."""
+        return cls(*package_options(path, options, **keywords))
+
+    def _open(self, model: ModelLike, options: EngineOptions) -> None:
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
         self._completion_thread: Optional[threading.Thread] = None
-        if isinstance(model, (str, os.PathLike)) and is_package(model):
-            model_path, recommended = load_package(model)
-            settings = {k: v for k, v in locals().items() if k in _INIT_KEYWORDS}
-            if use_package_settings:
-                explicit: FrozenSet[str] = getattr(self, "_explicit_kwargs", frozenset())
-                settings.update({k: v for k, v in recommended.items() if k not in explicit})
-            self.__init__(model_path, **settings)  # type: ignore[misc]
-            return
         self._source = describe(model)
-        replicas = _int_option(replicas, "replicas", 1)
-        config = []
-        for key, value in (session_config or {}).items():
-            if not isinstance(key, str):
-                raise ConfigError(f"session_config keys must be str, got {key!r}")
-            config.append((key, value if isinstance(value, str) else str(value)))
-        intra = _threads(intra_op_threads, "intra_op_threads")
-        if intra == 0 and replicas > 1 and not use_global_thread_pool:
-            intra = max(1, (os.cpu_count() or 1) // replicas)
-        if output_device not in OUTPUT_DEVICES:
-            raise ConfigError(f"output_device must be one of {', '.join(OUTPUT_DEVICES)}, got {output_device!r}")
-        provider_names, provider_options = _providers(providers, strict_providers)
-        if output_device == "cuda" and _prov.CUDA not in [n for n, _ in _prov.parse(providers)]:
-            raise ConfigError("output_device='cuda' needs the CUDA provider: providers=['cuda', 'cpu']")
-        options: Dict[str, Any] = {
-            "providers": provider_names,
-            "provider_options": provider_options,
-            "intra_op_threads": intra,
-            "inter_op_threads": _threads(inter_op_threads, "inter_op_threads"),
-            "use_global_thread_pools": bool(use_global_thread_pool),
-            "graph_optimization": _choose(graph_optimization, GRAPH_OPTIMIZATION_LEVELS, "graph_optimization"),
-            "execution_mode": _choose(execution_mode, EXECUTION_MODES, "execution_mode"),
-            "log_level": _choose(log_level, LOG_LEVELS, "log_level"),
-            "config": config,
-            "replicas": replicas,
-            "share_weights": bool(share_weights),
-            "pinned_staging_min_bytes": PINNED_STAGING_MIN_BYTES if pinned_staging else 0,
-            "max_request_bytes": _int_option(max_request_bytes, "max_request_bytes", 0),
-            "max_request_rows": _int_option(max_request_rows, "max_request_rows", 0),
-        }
-        if batching is None and max_batch_size is not None:
-            batching = BatchConfig(
-                max_batch_size=max_batch_size,
-                max_delay_us=max_delay_us,
-                max_queue=max_queue,
-                max_queue_rows=max_queue_rows,
-                batch_axis=batch_axis,
-                priority_levels=priority_levels,
-                padding=dict(padding or {}),
-            )
-        elif batching is not None and max_batch_size is not None:
-            raise ConfigError("give either batching=BatchConfig(...) or max_batch_size=..., not both")
-        options["row_axis"] = _int_option(batching.batch_axis if batching is not None else batch_axis,
-                                          "batch_axis", 0)
-        # Settings of the request queue behind submit()/run_async() when batching is off.
-        self._queue_config = batching or BatchConfig(
-            max_batch_size=1, max_delay_us=0, max_queue=max_queue, max_queue_rows=max_queue_rows,
-            priority_levels=priority_levels,
-        )
-
-        source: Union[str, bytes]
-        if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
-            if not os.path.exists(path):
-                raise ModelNotFoundError(f"model file not found: {path}")
-            if os.path.isdir(path):
-                raise ModelLoadError(f"{path} is a directory, not an ONNX model file")
-            check_external_data(path)
-            source = path
-        else:
-            source = model_bytes(model)
-            check_no_external_data(source)
+        self.options = options
+        batching = options.batch_config()
+        config, precisions = _engine_config(options, batching)
+        self._queue_config = options.queue_config()
+        source = _model_source(model)
         weights: List[Tuple[str, np.ndarray]] = []
         self._weights_mapping: Any = None
-        if replicas > 1 and share_weights:
+        if config.replicas > 1 and config.share_weights:
             source, weights, self._weights_mapping = split_weights(model, source)
-        try:
-            core = _core.Engine.open(source, options, weights)
-        except ModelLoadError as e:
-            accelerators = [p for p in options["providers"] if p != "CPUExecutionProvider"]
-            if not accelerators:
-                raise
-            # e.g. onnxruntime-gpu without a GPU or without its CUDA libraries
-            library = _runtime.runtime_info(probe=False)["library_path"]
-            reason = "; ".join(_prov.explain_load_failure(p, str(e), library) for p in accelerators)
-            if strict_providers:
-                raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
-            options["providers"] = ["CPUExecutionProvider"]
-            options["provider_options"] = [[]]
-            core = _core.Engine.open(source, options, weights)
-            warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
-                          RuntimeWarning, stacklevel=2)
+        core = self._open_core(source, config, weights, options.strict_providers)
         del weights
         release_pages(self._weights_mapping)
         self._core = core
         self.inputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.inputs)
         self.outputs: Tuple[IOSpec, ...] = tuple(IOSpec(*t) for t in core.outputs)
-        self.providers: Tuple[str, ...] = tuple(options["providers"])
-        self.replicas: int = replicas
+        #: What each replica runs on, as onnxruntime reports it for plugin EPs and
+        #: automatic selection ("OpenVINOExecutionProvider(CPU)"), else the provider list.
+        self.replica_providers: Tuple[str, ...] = tuple(core.replica_providers)
+        self.providers: Tuple[str, ...] = (
+            _chosen(self.replica_providers[0]) if config.ep_policy else tuple(config.providers))
+        #: The precision each provider computes in: "f32", "bf16", "fp16", "auto (...)",
+        #: or "model" (the model's own types: EPs without a precision setting).
+        self.precision: Dict[str, str] = {p: precisions.get(p, "model") for p in self.providers}
+        self.replicas: int = config.replicas
         self.batch_config: Optional[BatchConfig] = batching
         #: Where the model runs: "cpu" or "cuda:N".
         self.device: str = core.device
-        self._device_out = output_device == "cuda" and self.device != "cpu"
-        if output_device == "cuda" and not self._device_out:
+        device_out = options.output_device == "cuda" and self.device != "cpu"
+        if options.output_device == "cuda" and not device_out:
             warnings.warn("fastort: output_device='cuda' but the engine runs on the CPU; outputs stay in host memory",
-                          RuntimeWarning, stacklevel=2)
-        self.output_device: str = "cuda" if self._device_out else "cpu"
-        if self._device_out:  # run() leaves tensors on the device by default (no cost to other engines)
-            self.__class__ = _DeviceOutEngine
+                          RuntimeWarning, stacklevel=3)
+        self.output_device: str = "cuda" if device_out else "cpu"
+        self._device_out = device_out
+        #: run()'s output format when none is given: None is numpy (the fast path).
+        self._output_format: Optional[str] = "dlpack" if device_out else None
         _live_engines.add(self)
         if batching is not None:
             self._start_queue(batching, route_runs=True)
@@ -386,8 +532,31 @@ class Engine:
                 warnings.warn(
                     f"fastort: {self._source} cannot be batched ({core.unbatchable_reason}); "
                     "requests are queued and served one at a time",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+
+    def _open_core(self, source: Union[str, bytes], config: "_core.EngineConfig",
+                   weights: List[Tuple[str, np.ndarray]], strict: bool) -> "_core.Engine":
+        """Opens the sessions; when an accelerator cannot be used (e.g.
+        onnxruntime-gpu without a GPU or its CUDA libraries), on the CPU instead
+        (with a warning) unless ``strict``."""
+        try:
+            return _core.Engine.open(source, config, weights)
+        except ModelLoadError as e:
+            accelerators = [p for p in config.providers if p != "CPUExecutionProvider"]
+            if not accelerators:
+                raise
+            library = _runtime.runtime_info(probe=False)["library_path"]
+            reason = "; ".join(_prov.explain_load_failure(p, str(e), library) for p in accelerators)
+            if strict:
+                raise ModelLoadError(f"{', '.join(accelerators)} could not be used (strict_providers): {reason}") from None
+            config.providers = ["CPUExecutionProvider"]
+            config.provider_options = [[]]
+            config.ep_policy = ""
+            core = _core.Engine.open(source, config, weights)
+            warnings.warn(f"fastort: {', '.join(accelerators)} could not be used ({reason}); running on CPU",
+                          RuntimeWarning, stacklevel=4)
+            return core
 
     # -- running -------------------------------------------------------------
 
@@ -438,8 +607,10 @@ class Engine:
         core = self._core
         if core is None:
             raise EngineClosedError(f"engine for {self._source} is closed")
-        if output_format is None:  # the fast path: numpy out (output_device="cuda" engines override run)
-            return core.run(inputs, outputs, out, timeout or 0.0, priority)
+        if output_format is None:
+            output_format = self._output_format
+            if output_format is None:  # the fast path: numpy out
+                return core.run(inputs, outputs, out, timeout or 0.0, priority)
         return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format)
 
     def _run_formatted(self, core: "_core.Engine", inputs: Inputs, outputs: Optional[Sequence[str]],
@@ -618,24 +789,8 @@ class Engine:
     def _start_queue(self, config: BatchConfig, route_runs: bool) -> None:
         core = self._core
         assert core is not None
-        names = [i.name for i in self.inputs]
-        padding = []
-        for name, dims in (config.padding or {}).items():
-            if name not in names:
-                raise ConfigError(f"padding names input {name!r}, which the model does not have ({', '.join(names)})")
-            for dim, value in dims.items():
-                padding.append((names.index(name), _int_option(dim, "padding dim", 0), float(value)))
         try:
-            core.start_batcher(
-                _int_option(config.max_batch_size, "max_batch_size", 1),
-                float(_int_option(config.max_delay_us, "max_delay_us", 0)),
-                _int_option(config.max_queue, "max_queue", 0),
-                _int_option(config.max_queue_rows, "max_queue_rows", 0),
-                _int_option(config.batch_axis, "batch_axis", 0),
-                _int_option(config.priority_levels, "priority_levels", 1),
-                padding,
-                route_runs,
-            )
+            core.start_batcher(_batch_config(config, [i.name for i in self.inputs]), route_runs)
         except InvalidInputError as e:  # the model and these settings do not fit
             raise ConfigError(str(e)) from None
         thread = threading.Thread(
@@ -645,36 +800,9 @@ class Engine:
         self._completion_thread = thread
 
 
-class _DeviceOutEngine(Engine):
-    """An Engine made with output_device="cuda" (see Engine.__init__)."""
-
-    def run(
-        self,
-        inputs: Inputs,
-        *,
-        outputs: Optional[Sequence[str]] = None,
-        out: Optional[Mapping[str, np.ndarray]] = None,
-        timeout: Optional[float] = None,
-        priority: int = 0,
-        output_format: Optional[str] = None,
-    ) -> Dict[str, Any]:
-        """:meth:`run` of an engine made with output_device="cuda": tensors stay on the device."""
-        core = self._core
-        if core is None:
-            raise EngineClosedError(f"engine for {self._source} is closed")
-        return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format or "dlpack")
-
-
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
 #: threads, so that no thread is left waiting inside the native core.
 _live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
-
-
-#: Engine's keyword arguments (the settings a model package may recommend).
-_INIT_KEYWORDS = frozenset(
-    name for name, p in inspect.signature(Engine.__init__).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "use_package_settings"
-)
 
 
 @atexit.register

@@ -31,7 +31,7 @@ MODEL_FILE = "model.onnx"
 #: Engine keyword arguments a manifest's ``runtime`` section may set.
 ENGINE_KEYS = ("providers", "replicas", "intra_op_threads", "inter_op_threads", "graph_optimization",
                "execution_mode", "session_config", "max_batch_size", "max_delay_us", "max_queue", "batch_axis",
-               "use_global_thread_pool")
+               "use_global_thread_pool", "precision", "device_policy")
 
 
 def sha256_of(path: str) -> str:

@@ -54,25 +54,25 @@ __all__ = ["package", "recommended_runtime", "load_package", "read_manifest", "v
            "ENGINE_KEYS"]
 
 
-def _batchable(model: "onnx.ModelProto") -> Tuple[bool, str]:
-    """Whether every input and output is a tensor with a free dim 0."""
-    for kind, specs in (("input", graph_inputs(model)), ("output", graph_outputs(model))):
-        for s in specs:
-            if s.shape is None:
-                return False, f"{kind} {s.name!r} is a {s.type}, not a tensor"
-            if not s.shape or isinstance(s.shape[0], int):
-                return False, f"{kind} {s.name!r} has no dynamic batch dim"
-    return True, ""
+def _batchable(model: "onnx.ModelProto", batch_axis: int = 0) -> Tuple[bool, str]:
+    """Whether the core batches this model along ``batch_axis``: its own rule
+    (every input and output a tensor with a dynamic dim there), and why not."""
+    from .. import _core
+
+    specs = [[(s.name, s.type, s.shape) for s in specs] for specs in (graph_inputs(model), graph_outputs(model))]
+    return _core.batchability(specs[0], specs[1], batch_axis)
 
 
 def recommended_runtime(model: "onnx.ModelProto", target: str = "cpu", replicas: int = 1,
                         max_batch_size: Optional[int] = None, max_delay_us: int = 2000,
-                        intra_op_threads: Optional[int] = None) -> Dict[str, Any]:
+                        intra_op_threads: Optional[int] = None, precision: str = "f32") -> Dict[str, Any]:
     """Runtime settings for :class:`fastort.Engine`: providers for the target,
     replicas, and dynamic batching when the model has a dynamic batch dim
     (``max_batch_size`` None: 32 then; 0: off)."""
-    providers = ["cuda", "cpu"] if target == "cuda" else ["cpu"]
+    providers = {"cuda": ["cuda", "cpu"], "openvino": ["openvino", "cpu"]}.get(target, ["cpu"])
     runtime: Dict[str, Any] = {"providers": providers, "replicas": int(replicas), "graph_optimization": "all"}
+    if target == "openvino":  # precision is the deployer's choice, written down (docs/DEVICES.md)
+        runtime["precision"] = precision
     if intra_op_threads is not None:
         runtime["intra_op_threads"] = int(intra_op_threads)
     ok, why = _batchable(model)
@@ -101,6 +101,7 @@ def package(
     intra_op_threads: Optional[int] = None,
     runtime: Optional[Mapping[str, Any]] = None,
     name: Optional[str] = None,
+    precision: str = "f32",
     description: str = "",
     source: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
@@ -114,7 +115,8 @@ def package(
             versions, before/after numbers and validation reports go into the
             manifest's ``provenance``.
         validation: further validation reports (e.g. end to end).
-        target: ``"cpu"`` or ``"cuda"``: the recommended providers.
+        target: ``"cpu"``, ``"cuda"`` or ``"openvino"``: the recommended providers
+            (``"openvino"`` also records the precision, f32 unless ``runtime`` says otherwise).
         replicas, max_batch_size, max_delay_us, intra_op_threads: recommended
             Engine settings (batching: on, 32 rows, when the model allows it).
         runtime: Engine keyword arguments that override the recommendation.
@@ -156,7 +158,7 @@ def package(
         if os.path.isfile(full) and fname != MANIFEST:
             files[fname] = {"sha256": sha256_of(full), "bytes": os.path.getsize(full)}
 
-    rt = recommended_runtime(proto, target, replicas, max_batch_size, max_delay_us, intra_op_threads)
+    rt = recommended_runtime(proto, target, replicas, max_batch_size, max_delay_us, intra_op_threads, precision)
     if runtime:
         unknown = [k for k in runtime if k not in ENGINE_KEYS]
         if unknown:

@@ -107,6 +107,7 @@ def prepare(
     outdir: Union[str, "os.PathLike[str]"],
     *,
     target: str = "cpu",
+    precision: str = "f32",
     example_inputs: Any = None,
     inputs: Any = None,
     quantize: Optional[str] = None,
@@ -138,7 +139,12 @@ def prepare(
     Args:
         model: a torch ``nn.Module``, a scikit-learn estimator, a Keras model, or
             an ONNX model (path, bytes, ModelProto).
-        target: ``"cpu"`` or ``"cuda"``.
+        target: ``"cpu"``, ``"cuda"`` or ``"openvino"`` (ONNX-standard ``basic``
+            optimizations, then checked on OpenVINO against the CPU EP, see below).
+        precision: for ``target="openvino"``: ``"f32"`` (default), ``"bf16"``,
+            ``"fp16"`` or ``"auto"``; its error against the CPU EP in f32 is measured
+            and refused outside its tolerance (fastort.validate_ep), and the package
+            records it.
         example_inputs: inputs for conversion (framework models).
         inputs: validation inputs (default: the example inputs, else up to 256
             rows of the calibration data, else seeded random ones).
@@ -234,7 +240,9 @@ def prepare(
 
         # 2. optimize
         advance("optimize")
-        optimized = optimize(float_model, level=level or ("basic" if quantize else "extended"), target=target,
+        ep_target = target == "openvino"  # OpenVINO takes ONNX-standard ops, not onnxruntime's fused ones
+        optimized = optimize(float_model, level=level or ("basic" if quantize or ep_target else "extended"),
+                             target="cpu" if ep_target else target,
                              simplifier=simplifier, fixed_dims=fixed_dims, fp16=fp16, keep_io_types=keep_io_types,
                              inputs=feeds, min_top1=min_top1, force=force, measure=False)
         steps.append(optimized)
@@ -265,6 +273,16 @@ def prepare(
                                       f"(pass force=True to keep it)\n{end_to_end}", end_to_end, final.model)
             warnings.warn(f"fastort prepare: keeping a final model outside tolerance (force=True)\n{end_to_end}",
                           RuntimeWarning, stacklevel=2)
+        if ep_target:
+            from .validate_ep import validate_on_ep
+
+            on_ep = validate_on_ep(final.model, feeds, target, precision, raise_on_failure=False)
+            notes.append(f"on {target}: " + "; ".join(on_ep.notes) + f": max abs err "
+                         f"{max((o.max_abs_error for o in on_ep.outputs), default=0.0):.2e}")
+            if not on_ep.passed and not force:
+                raise ValidationError(f"prepare: the final model on {target} in precision {precision} is outside "
+                                      f"tolerance against the CPU EP (pass force=True to keep it)\n{on_ep}",
+                                      on_ep, final.model)
         original_name = "original" if kind == "onnx" else kind
         if kind != "onnx":
             rows.append(StageRow(f"{kind} -> onnx", ModelStats.of(converted.model), converted.validation))
@@ -285,6 +303,7 @@ def prepare(
         advance("package")
         recorded = ([pruned.step_result()] if pruned is not None else []) + steps
         package(final, outdir, steps=recorded, validation=[end_to_end], target=target, replicas=replicas,
+                precision=precision,
                 max_batch_size=max_batch_size, source=describe(model) if kind != "onnx" else
                 (os.fspath(model) if isinstance(model, (str, os.PathLike)) else "ONNX model"),
                 overwrite=overwrite)

@@ -65,7 +65,9 @@ def runtime_info(probe: bool = True) -> Dict[str, Any]:
     """What fastort runs on.
 
     Returns a dict with ``version`` (onnxruntime's), ``api_version`` (the C API
-    version fastort was compiled against), ``library_path``, ``providers`` (the
+    version in use: the headers' ``api_version_compiled``, or the runtime's own
+    when it is older), ``plugin_eps`` (``{"available", "reason"}``), with
+    ``probe`` also ``devices`` and ``plugin_libraries`` (fastort.devices), ``library_path``, ``providers`` (the
     execution providers this runtime offers, in onnxruntime's names), and
     ``provider_status``: for the CPU and CUDA providers and every offered one,
     ``{"available": bool, "reason": str}``, where ``reason`` says why one cannot
@@ -87,6 +89,18 @@ def runtime_info(probe: bool = True) -> Dict[str, Any]:
         else:
             status[name] = {"available": True, "reason": ""}  # offered (CUDA: not probed when probe=False)
     info["provider_status"] = status
+    support = _core.plugin_support()  # the negotiated C API and plugin EP support
+    info["api_version"] = support["api_version"]
+    info["api_version_compiled"] = support["api_version_compiled"]
+    info["plugin_eps"] = {"available": support["plugin_eps"], "reason": support["reason"]}
+    if probe:  # registers the installed plugin EP libraries (fastort.devices)
+        from . import plugin_eps as devices
+
+        info["devices"] = devices.describe_devices()
+        info["plugin_libraries"] = [
+            {"name": p.name, "path": p.path, "source": p.source, "registered": p.registered,
+             "eps": list(p.provides or p.ep_names), "error": p.error}
+            for p in devices.plugin_libraries()]
     return info
 
 
@@ -126,11 +140,14 @@ def _open_probe(provider: str) -> None:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    options = {"providers": [provider, "CPUExecutionProvider"], "provider_options": [[], []],
-               "intra_op_threads": 1, "inter_op_threads": 1, "use_global_thread_pools": False,
-               "graph_optimization": 0, "execution_mode": 0, "log_level": 3, "config": [],
-               "replicas": 1, "share_weights": False}
-    _core.Engine.open(model.SerializeToString(), options, [])
+    config = _core.EngineConfig()  # the core's defaults, but for these
+    config.providers = [provider, "CPUExecutionProvider"]
+    config.provider_options = [[], []]
+    config.intra_op_threads = config.inter_op_threads = 1
+    config.graph_optimization = 0
+    config.log_level = 3
+    config.share_weights = False
+    _core.Engine.open(model.SerializeToString(), config, [])
 
 
 def configure_global_threads(

@@ -1,11 +1,11 @@
-#include "pool.h"
+#include "fastort/pool.h"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
 
-#include "errors.h"
-#include "runtime.h"
+#include "fastort/errors.h"
+#include "fastort/runtime.h"
 
 namespace fastort {
 

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "tensor.h"
+#include "fastort/tensor.h"
 
 namespace fastort {
 
@@ -38,6 +38,9 @@ struct SessionOptions {
   size_t pinned_staging_min_bytes = 64 * 1024;
   // Extra session config entries (onnxruntime_session_options_config_keys.h).
   std::vector<std::pair<std::string, std::string>> config;
+  // onnxruntime's automatic EP selection ("prefer_gpu", "max_performance", ...,
+  // see ep::set_selection_policy) instead of `providers`; "" = off.
+  std::string ep_policy;
 };
 
 // What sessions of one pool share (see SessionPool).
@@ -58,6 +61,21 @@ struct RequestLimits {
   size_t max_rows = 0;   // rows per request: the largest dim `row_axis` of its inputs; 0: no bound
   size_t row_axis = 0;
 };
+
+// What a request's inputs may still take of max_request_bytes, charged while
+// the caller converts them (before an input is copied or its strings encoded).
+// Without a bound, no single charge may exceed the machine's physical memory:
+// such a copy can never succeed, and with memory overcommit the attempt may end
+// in the OOM killer rather than an exception.
+struct RequestBudget {
+  size_t max_bytes = 0;  // 0: no bound (but never more than physical memory)
+  size_t used = 0;
+  // Throws RequestTooLargeError, naming `what`, when `bytes` more do not fit.
+  void take(size_t bytes, const std::string& what);
+};
+
+// The machine's physical memory in bytes (SIZE_MAX when unknown).
+size_t physical_memory() noexcept;
 
 // Bytes of a tensor view: elements * item size, or for strings the sum of their
 // lengths plus 16 bytes (a string_view) per element. Throws RequestTooLargeError when the computation overflows.

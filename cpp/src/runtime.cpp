@@ -1,11 +1,14 @@
-#include "runtime.h"
+#include "fastort/runtime.h"
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 
-#include "errors.h"
+#include "fastort/ep_devices.h"
+#include "fastort/errors.h"
 
 namespace fastort {
 namespace {
@@ -16,15 +19,27 @@ Runtime* g_runtime = nullptr;  // set once; deliberately never destroyed (see lo
 std::string fix_hint() {
   return "install or upgrade the runtime with `pip install -U onnxruntime` (or onnxruntime-gpu), "
          "or point FASTORT_ORT_LIBRARY at a libonnxruntime.so of version 1." +
-         std::to_string(ORT_API_VERSION) + " or newer";
+         std::to_string(ep::kMinApiVersion) + " or newer (1." + std::to_string(ep::kPluginApiVersion) +
+         "+ for plugin execution providers)";
+}
+
+// The API version to ask for first: the runtime's own for 1.x releases (C API
+// N ships in 1.N), capped at the headers'. Asking for a version the runtime
+// lacks makes onnxruntime print an error, so the guess avoids that in the usual case.
+int first_api_guess(const std::string& version) {
+  int major = 0, minor = 0;
+  if (std::sscanf(version.c_str(), "%d.%d", &major, &minor) == 2 && major == 1 && minor > 0)
+    return std::min(minor, ORT_API_VERSION);
+  return ORT_API_VERSION;
 }
 
 }  // namespace
 
-Runtime::Runtime(Key, std::string path, void* handle, std::string version)
+Runtime::Runtime(Key, std::string path, void* handle, std::string version, int api_version)
     : path_(std::move(path)),
       handle_(handle),
       version_(std::move(version)),
+      api_version_(api_version),
       cpu_memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
       allocator_(nullptr) {
   Ort::ThrowOnError(Ort::GetApi().GetAllocatorWithDefaultOptions(&allocator_));
@@ -52,18 +67,25 @@ Runtime& Runtime::load(const std::string& path) {
   }
   const OrtApiBase* base = get_api_base();
   std::string version = base->GetVersionString();
-  const OrtApi* api = base->GetApi(ORT_API_VERSION);
+  // The headers' API version, or the highest the runtime offers down to the
+  // floor: fastort's core needs nothing newer than kMinApiVersion; the plugin
+  // EP functions are used only when the negotiated version has them.
+  const OrtApi* api = nullptr;
+  int api_version = 0;
+  const int guess = first_api_guess(version);
+  if (guess >= ep::kMinApiVersion && (api = base->GetApi(guess)) != nullptr) api_version = guess;
+  for (int v = ORT_API_VERSION; api == nullptr && v >= ep::kMinApiVersion; --v)
+    if ((api = base->GetApi(v)) != nullptr) api_version = v;
   if (api == nullptr) {
     throw RuntimeLoadError("onnxruntime " + version + " at " + path +
-                           " is too old: fastort needs API version " +
-                           std::to_string(ORT_API_VERSION) + " (onnxruntime 1." +
-                           std::to_string(ORT_API_VERSION) + ") or newer; " + fix_hint());
+                           " is too old: fastort needs C API version " + std::to_string(ep::kMinApiVersion) +
+                           " (onnxruntime 1." + std::to_string(ep::kMinApiVersion) + ") or newer; " + fix_hint());
   }
   Ort::InitApi(api);
   try {
     // Deliberately leaked: the runtime lives until the process ends, because
     // onnxruntime's own static state may be torn down before our destructors run.
-    auto rt = std::make_unique<Runtime>(Key{}, path, handle, std::move(version));
+    auto rt = std::make_unique<Runtime>(Key{}, path, handle, std::move(version), api_version);
     g_runtime = rt.release();
   } catch (const Ort::Exception& e) {
     throw RuntimeLoadError(std::string("onnxruntime failed to initialise: ") + e.what());
@@ -109,7 +131,7 @@ bool Runtime::is_loaded() noexcept {
 }
 
 RuntimeInfo Runtime::info() const {
-  return RuntimeInfo{version_, path_, ORT_API_VERSION, Ort::GetAvailableProviders()};
+  return RuntimeInfo{version_, path_, ORT_API_VERSION, api_version_, Ort::GetAvailableProviders()};
 }
 
 }  // namespace fastort

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "dlpack_abi.h"
-#include "tensor.h"
+#include "fastort/dlpack_abi.h"
+#include "fastort/tensor.h"
 
 namespace fastort {
 

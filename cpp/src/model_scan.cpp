@@ -1,4 +1,4 @@
-#include "model_scan.h"
+#include "fastort/model_scan.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>

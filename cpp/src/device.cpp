@@ -1,11 +1,11 @@
-#include "device.h"
+#include "fastort/device.h"
 
 #include <dlfcn.h>
 
 #include <mutex>
 #include <vector>
 
-#include "errors.h"
+#include "fastort/errors.h"
 
 namespace fastort {
 

@@ -19,6 +19,7 @@ struct RuntimeInfo {
   std::string version;         // onnxruntime's version string, e.g. "1.32.0"
   std::string library_path;    // the file that was loaded
   int api_version_compiled;    // ORT_API_VERSION of the headers fastort was built with
+  int api_version;             // the C API version negotiated with the loaded runtime (<= compiled)
   std::vector<std::string> providers;  // execution providers this runtime offers
 };
 
@@ -53,18 +54,22 @@ class Runtime {
   OrtAllocator* allocator() const noexcept { return allocator_; }
   const OrtMemoryInfo* cpu_memory() const noexcept { return cpu_memory_; }
   RuntimeInfo info() const;
+  // The OrtApi version in use: ORT_API_VERSION, or the runtime's own when it is
+  // older (down to ep::kMinApiVersion). Functions of later versions must not be called.
+  int api_version() const noexcept { return api_version_; }
 
   struct Key {  // only load() can construct a Runtime
    private:
     Key() = default;
     friend class Runtime;
   };
-  Runtime(Key, std::string path, void* handle, std::string version);
+  Runtime(Key, std::string path, void* handle, std::string version, int api_version);
 
  private:
   std::string path_;
   void* handle_;  // dlopen handle; never closed: onnxruntime does not support unloading
   std::string version_;
+  int api_version_;
   mutable std::mutex env_mutex_;
   std::unique_ptr<Ort::Env> env_;
   GlobalThreadOptions threads_;

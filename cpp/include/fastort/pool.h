@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "session.h"
+#include "fastort/session.h"
 
 namespace fastort {
 

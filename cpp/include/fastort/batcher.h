@@ -2,10 +2,10 @@
 // the batch axis, run on a free replica, and each request gets its own slice of
 // the batch outputs (views, no copy).
 //
-// One worker thread per replica forms and runs batches. A worker dispatches a
-// batch when it holds max_batch_size rows, when its oldest request has waited
-// max_delay, or at once when no batch is running anywhere (so a lone request at
-// light load never waits out the delay). Requests whose non-batch dims differ
+// One worker thread per replica forms and runs batches; when to dispatch, which
+// requests join a batch and when the queue is full is the policy of
+// batch_policy.h (max_batch_size rows, the oldest request waited max_delay, or
+// at once when no batch runs anywhere). Requests whose non-batch dims differ
 // are never mixed, except along dims configured for padding. When a merged
 // batch fails, each of its requests runs again alone, so that only the request
 // whose values make the model fail gets an error.
@@ -23,31 +23,11 @@
 #include <thread>
 #include <vector>
 
-#include "pool.h"
-#include "tensor.h"
+#include "fastort/batch_policy.h"
+#include "fastort/pool.h"
+#include "fastort/tensor.h"
 
 namespace fastort {
-
-using Clock = std::chrono::steady_clock;
-
-// Pad input `input` along `dim` to the longest request of the batch with `value`
-// (strings: empty). Outputs whose dim carries the same symbolic name are cut
-// back to each request's own length.
-struct PadSpec {
-  size_t input = 0;
-  size_t dim = 0;
-  double value = 0.0;
-};
-
-struct BatcherOptions {
-  size_t max_batch_size = 32;                    // rows per batch
-  std::chrono::microseconds max_delay{2000};     // longest wait to fill a batch
-  size_t max_queue_requests = 1024;              // queued requests (0: no limit)
-  size_t max_queue_rows = 0;                     // queued rows (0: no limit)
-  size_t batch_axis = 0;
-  int priority_levels = 1;                       // 0 is the most urgent
-  std::vector<PadSpec> padding;
-};
 
 // One output of one request: a view into the batch output (kept alive by
 // `owner`), or, for string tensors, the request's own strings.
@@ -87,7 +67,7 @@ struct BatcherStats {
 
 class Batcher {
  public:
-  Batcher(std::shared_ptr<SessionPool> pool, BatcherOptions options);
+  Batcher(std::shared_ptr<SessionPool> pool, BatchConfig options);
   ~Batcher();
   Batcher(const Batcher&) = delete;
   Batcher& operator=(const Batcher&) = delete;
@@ -107,7 +87,7 @@ class Batcher {
   bool batching() const noexcept { return batchable_; }
   // Why the model cannot be batched ("" when it can).
   const std::string& unbatchable_reason() const noexcept { return unbatchable_reason_; }
-  const BatcherOptions& options() const noexcept { return options_; }
+  const BatchConfig& options() const noexcept { return options_; }
   BatcherStats stats() const;
   void reset_stats();
 
@@ -124,7 +104,7 @@ class Batcher {
   void finish(Pending& p, Outcome&& outcome, bool ok);
 
   std::shared_ptr<SessionPool> pool_;
-  BatcherOptions options_;
+  BatchConfig options_;
   bool batchable_ = true;
   std::string unbatchable_reason_;
   std::vector<std::vector<std::string>> linked_output_dims_;  // per output: padded dim names

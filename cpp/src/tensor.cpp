@@ -1,9 +1,9 @@
-#include "tensor.h"
+#include "fastort/tensor.h"
 
 #include <limits>
 
-#include "errors.h"
-#include "runtime.h"
+#include "fastort/errors.h"
+#include "fastort/runtime.h"
 
 namespace fastort {
 

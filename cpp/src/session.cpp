@@ -1,15 +1,20 @@
-#include "session.h"
+#include "fastort/session.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string_view>
 #include <functional>
 #include <unordered_map>
 
-#include "errors.h"
-#include "model_scan.h"
-#include "runtime.h"
+#include "fastort/ep_devices.h"
+#include "fastort/errors.h"
+#include "fastort/model_scan.h"
+#include "fastort/runtime.h"
 
 namespace fastort {
 namespace {
@@ -26,6 +31,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
   so.SetExecutionMode(o.execution_mode);
   so.SetLogSeverityLevel(o.log_level);
   for (const auto& kv : o.config) so.AddConfigEntry(kv.first.c_str(), kv.second.c_str());
+  if (!o.ep_policy.empty()) ep::set_selection_policy(so, o.ep_policy);
   static const std::vector<std::pair<std::string, std::string>> kNone;
   for (size_t i = 0; i < o.providers.size(); ++i) {
     const std::string& p = o.providers[i];
@@ -36,6 +42,7 @@ Ort::SessionOptions make_options(const SessionOptions& o) {
       values.push_back(kv.second.c_str());
     }
     if (p == "CPUExecutionProvider") continue;  // always there, always last
+    if (ep::append_plugin(so, p, opts)) continue;  // a registered plugin EP library's
     if (p == "CUDAExecutionProvider") {
       OrtCUDAProviderOptionsV2* cuda = nullptr;
       Ort::ThrowOnError(Ort::GetApi().CreateCUDAProviderOptions(&cuda));
@@ -96,7 +103,11 @@ std::shared_ptr<Session> open(Open&& open_fn, const SessionOptions& options, con
         so.AddInitializer(name.c_str(), value);
         Ort::ConstValue v(value);
         files.push_back(shared_weight_file(name));
-        buffers.push_back(static_cast<char*>(const_cast<void*>(v.GetTensorRawData())));
+        // GetTensorMutableData (API 1), not GetTensorRawData: since 1.23's headers that
+        // wraps GetTensorData (API 23), absent from the older runtimes fastort also loads.
+        void* raw = nullptr;
+        Ort::ThrowOnError(Ort::GetApi().GetTensorMutableData(const_cast<OrtValue*>(value), &raw));
+        buffers.push_back(static_cast<char*>(raw));
         lengths.push_back(v.GetTensorTypeAndShapeInfo().GetElementCount() *
                           element_size(v.GetTensorTypeAndShapeInfo().GetElementType()));
       }
@@ -158,6 +169,15 @@ Session::Session(Key, Ort::Session session, const SessionOptions& options) : ses
       for (const auto& kv : options.provider_options[i])
         if (kv.first == "device_id") device_.id = std::stoi(kv.second);
     device_memory_ = Ort::MemoryInfo("Cuda", OrtDeviceAllocator, device_.id, OrtMemTypeDefault);
+  }
+  // Plugin EPs and automatic selection: what onnxruntime actually chose.
+  if (!options.ep_policy.empty() ||
+      std::any_of(options.providers.begin(), options.providers.end(), ep::is_plugin_ep)) {
+    std::string chosen;
+    for (const std::string& name : ep::session_eps(session_)) chosen += (chosen.empty() ? "" : ", ") + name;
+    // onnxruntime runs what the chosen EPs cannot on the CPU EP, always.
+    if (!chosen.empty() && chosen.find("CPUExecutionProvider") == std::string::npos) chosen += ", CPUExecutionProvider";
+    if (!chosen.empty()) provider_names_ = chosen;
   }
   if (!device_.is_cpu() && options.pinned_staging_min_bytes > 0) {
     try {
@@ -253,6 +273,26 @@ size_t element_count(const TensorView& view, size_t item, const char* kind, cons
 }
 
 }  // namespace
+
+size_t physical_memory() noexcept {
+  static const size_t bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : SIZE_MAX;
+  }();
+  return bytes;
+}
+
+void RequestBudget::take(size_t bytes, const std::string& what) {
+  if (max_bytes == 0) {
+    if (bytes > physical_memory())
+      throw RequestTooLargeError(what + " needs more memory than this machine has (" +
+                                 std::to_string(physical_memory()) + " bytes)");
+    return;
+  }
+  if (__builtin_add_overflow(used, bytes, &used) || used > max_bytes)
+    throw RequestTooLargeError(what + " brings the request to more than max_request_bytes=" +
+                               std::to_string(max_bytes) + " bytes");
+}
 
 size_t view_bytes(const TensorView& view, const std::string& what) {
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {

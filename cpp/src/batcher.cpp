@@ -1,10 +1,10 @@
-#include "batcher.h"
+#include "fastort/batcher.h"
 
 #include <algorithm>
 #include <cstring>
 #include <string_view>
 
-#include "errors.h"
+#include "fastort/errors.h"
 
 namespace fastort {
 namespace {
@@ -111,34 +111,16 @@ struct Batcher::Worker {
   std::vector<std::vector<std::string_view>> strings;    // per input: string batches
 };
 
-Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatcherOptions options)
+Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatchConfig options)
     : pool_(std::move(pool)), options_(std::move(options)) {
-  if (options_.max_batch_size == 0) throw InvalidInputError("max_batch_size must be at least 1");
-  if (options_.priority_levels < 1) throw InvalidInputError("priority_levels must be at least 1");
+  validate(options_);
   const Session& s = pool_->front();
   const auto& ins = s.inputs();
   const auto& outs = s.outputs();
   const size_t axis = options_.batch_axis;
-  const std::string ax = "dim " + std::to_string(axis);
-
-  if (ins.empty()) unbatchable_reason_ = "the model has no inputs";
-  for (const auto& io : ins) {
-    if (!unbatchable_reason_.empty()) break;
-    if (io.kind != ValueKind::Tensor)
-      unbatchable_reason_ = "input '" + io.name + "' is not a tensor";
-    else if (!io.has_shape || io.shape.size() <= axis)
-      unbatchable_reason_ = "input '" + io.name + "' has no " + ax + " (shape " + io.shape_string() + ")";
-    else if (io.shape[axis] >= 0)
-      unbatchable_reason_ = "input '" + io.name + "' has a fixed " + ax + " (shape " + io.shape_string() + ")";
-  }
-  for (const auto& io : outs) {
-    if (!unbatchable_reason_.empty()) break;
-    if (io.kind != ValueKind::Tensor)
-      unbatchable_reason_ = "output '" + io.name + "' is a " + io.type_string + ", not a tensor";
-    else if (io.has_shape && (io.shape.size() <= axis || io.shape[axis] >= 0))
-      unbatchable_reason_ = "output '" + io.name + "' has no dynamic " + ax + " (shape " + io.shape_string() + ")";
-  }
-  batchable_ = unbatchable_reason_.empty();
+  const Batchability verdict = batchability(ins, outs, axis);
+  batchable_ = verdict.ok;
+  unbatchable_reason_ = verdict.reason;
 
   linked_output_dims_.resize(outs.size());
   for (const auto& pad : options_.padding) {
@@ -216,8 +198,7 @@ uint64_t Batcher::submit(Request request) {
     std::lock_guard<std::mutex> lock(mu_);
     if (closing_) throw ClosedError("the engine is closed: no new requests are accepted");
     const size_t rows = static_cast<size_t>(p->rows);
-    if ((options_.max_queue_requests && queued_requests_ >= options_.max_queue_requests) ||
-        (options_.max_queue_rows && queued_requests_ > 0 && queued_rows_ + rows > options_.max_queue_rows)) {
+    if (!admits(options_, queued_requests_, queued_rows_, rows)) {
       ++counters_.rejected;
       throw QueueFullError("the request queue is full (" + std::to_string(queued_requests_) + " requests, " +
                            std::to_string(queued_rows_) + " rows queued; max_queue=" +
@@ -302,18 +283,19 @@ bool Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
     }
   }
   if (anchor == nullptr) return false;
-  if (closing_ || in_flight_ == 0 || !batchable_) return true;
-  const auto due = anchor->enqueued + options_.max_delay;
-  if (due <= now) return true;
-  size_t rows = 0;
-  for (const auto& q : queues_) {
-    for (const auto& p : q) {
-      if (p->signature == anchor->signature) rows += static_cast<size_t>(p->rows);
-      if (p->req.deadline < wake) wake = p->req.deadline;
+  QueueState state{closing_, in_flight_, batchable_, anchor->enqueued, 0};
+  Decision decision = decide(options_, state, now);
+  if (decision.what == Dispatch::Wait) {  // the rows that may join the head's batch decide
+    for (const auto& q : queues_) {
+      for (const auto& p : q) {
+        if (p->signature == anchor->signature) state.rows_like_oldest += static_cast<size_t>(p->rows);
+        if (p->req.deadline < wake) wake = p->req.deadline;
+      }
     }
+    decision = decide(options_, state, now);
   }
-  if (rows >= options_.max_batch_size) return true;
-  wake = std::min(wake, due);
+  if (decision.dispatch()) return true;
+  wake = std::min(wake, decision.wake);
   return false;
 }
 
@@ -326,12 +308,12 @@ std::vector<Batcher::PendingPtr> Batcher::take_batch(Clock::time_point) {
   queues_[level].pop_front();
   batch.push_back(anchor);
   size_t rows = static_cast<size_t>(anchor->rows);
-  const bool alone = !batchable_ || anchor->rows == 0 || rows >= options_.max_batch_size;
+  const bool alone = runs_alone(options_, batchable_, rows);
   for (size_t l = level; !alone && l < queues_.size() && rows < options_.max_batch_size; ++l) {
     auto& q = queues_[l];
     for (auto it = q.begin(); it != q.end() && rows < options_.max_batch_size;) {
       const Pending& p = **it;
-      if (p.rows > 0 && p.signature == anchor->signature && rows + static_cast<size_t>(p.rows) <= options_.max_batch_size) {
+      if (p.signature == anchor->signature && fits(options_, rows, static_cast<size_t>(p.rows))) {
         rows += static_cast<size_t>(p.rows);
         batch.push_back(*it);
         it = q.erase(it);

@@ -1,0 +1,362 @@
+// fastort._core.Engine: the core's Engine (cpp/src/engine.cpp) with Python
+// arguments and results. The GIL is released while onnxruntime loads or runs a
+// model and while a caller waits for a queued request.
+#include <chrono>
+
+#include "bind.h"
+#include "fastort/completion.h"
+#include "fastort/engine.h"
+#include "fastort/errors.h"
+
+namespace fastort {
+namespace bind {
+namespace {
+
+// The inputs of one request and the Python arrays they point into; dropped
+// with the GIL wherever the last reference goes.
+struct HeldInputs {
+  std::vector<Held> held;
+  std::vector<TensorView> views;
+  ~HeldInputs() {
+    if (!Py_IsInitialized()) {
+      for (auto& h : held) h.array.release();  // at interpreter exit: leak, never crash
+      return;
+    }
+    PyGILState_STATE state = PyGILState_Ensure();
+    held.clear();
+    PyGILState_Release(state);
+  }
+};
+
+// A finished asynchronous request, handed to fastort's completion thread.
+struct Completion {
+  std::shared_ptr<GilRef> token;  // the caller's future
+  Outcome outcome;
+  std::vector<size_t> selected;
+};
+
+class PyEngine {
+ public:
+  explicit PyEngine(std::shared_ptr<Engine> core) : core_(std::move(core)) {
+    for (const auto& io : model().inputs()) input_names_.push_back(py::str(io.name));
+    for (const auto& io : model().outputs()) output_names_.push_back(py::str(io.name));
+  }
+
+  ~PyEngine() {
+    if (!core_->has_queue()) return;
+    py::gil_scoped_release release;  // workers may need the GIL to drop Python references
+    core_->close(true);
+  }
+
+  const Session& model() const { return core_->model(); }
+  const Engine& core() const { return *core_; }
+
+  void start_batcher(const BatchConfig& config, bool route_runs) {
+    core_->start_queue(config, route_runs);
+    completions_ = std::make_shared<CompletionQueue<Completion>>();
+  }
+
+  py::list io_list(const std::vector<IOInfo>& ios) const {
+    py::list out;
+    for (const auto& io : ios) {
+      py::tuple shape(io.shape.size());
+      for (size_t d = 0; d < io.shape.size(); ++d) {
+        if (io.shape[d] >= 0) shape[d] = py::int_(io.shape[d]);
+        else if (!io.dim_names[d].empty()) shape[d] = py::str(io.dim_names[d]);
+        else shape[d] = py::none();
+      }
+      py::object dt = io.kind == ValueKind::Tensor ? dtype_of(io.type) : py::object(py::none());
+      py::object shape_obj = io.kind == ValueKind::Tensor ? py::object(shape) : py::object(py::none());
+      out.append(py::make_tuple(io.name, io.type_string, dt, shape_obj));
+    }
+    return out;
+  }
+
+  py::dict run(py::handle inputs, py::handle outputs, py::handle out, double timeout_s, int priority) const {
+    if (out.is_none() && core_->routes_runs()) return run_routed(inputs, outputs, timeout_s, priority);
+    const size_t n = model().inputs().size();
+    std::vector<Held> held(n);
+    std::vector<TensorView> views(n);
+    parse(inputs, held, views);
+    core_->check_limits(views);
+    std::vector<size_t> selected = select_outputs(model(), outputs);
+    std::vector<py::object> out_arrays(selected.size());
+    std::vector<TensorView> out_views = parse_out(model(), out, selected, out_arrays);
+    return run_direct(views, selected, out_views, out_arrays);
+  }
+
+  // Runs unbatched and returns every tensor output as a Tensor left where
+  // onnxruntime put it: in device memory with `to_device` (CUDA engines), else
+  // in host memory. Device inputs are read in place.
+  py::dict run_tensors(py::handle inputs, py::handle outputs, bool to_device) const {
+    const size_t n = model().inputs().size();
+    std::vector<Held> held(n);
+    std::vector<TensorView> views(n);
+    parse(inputs, held, views);
+    std::vector<size_t> selected = select_outputs(model(), outputs);
+    std::vector<Ort::Value> results;
+    {
+      py::gil_scoped_release release;
+      results = to_device ? core_->run_to_device(views, selected) : core_->run(views, selected);
+    }
+    py::dict result;
+    for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = owned_to_tensor(std::move(results[k]));
+    return result;
+  }
+
+  // Queues a request; `token` (a future) comes back from pop_completions().
+  uint64_t submit(py::handle inputs, py::handle outputs, py::object token, double timeout_s, int priority) {
+    require_queue();
+    auto held = std::make_shared<HeldInputs>();
+    std::vector<size_t> selected = prepare(inputs, outputs, *held);
+    auto tok = std::make_shared<GilRef>(std::move(token));
+    Request request = make_request(held, timeout_s, priority);
+    request.done = [queue = completions_, tok, selected](Outcome&& outcome) {
+      queue->push(Completion{tok, std::move(outcome), selected});
+    };
+    return core_->submit(std::move(request));
+  }
+
+  bool cancel(uint64_t id) { return core_->cancel(id); }
+
+  // [(token, result dict or None, exception or None)], or None once closed and drained.
+  py::object pop_completions(double timeout_s) {
+    require_queue();
+    bool closed = false;
+    std::vector<Completion> done;
+    {
+      py::gil_scoped_release release;
+      done = completions_->pop(std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6)), closed);
+    }
+    if (closed) return py::none();
+    py::list out;
+    for (auto& c : done) {
+      py::object result = py::none(), error = py::none();
+      if (c.outcome.error) {
+        error = exception_object(c.outcome.error);
+      } else {
+        try {
+          result = outcome_dict(c.outcome, c.selected);
+        } catch (py::error_already_set& e) {
+          error = e.value();
+        } catch (...) {
+          error = exception_object(std::current_exception());
+        }
+      }
+      out.append(py::make_tuple(c.token->get(), result, error));
+    }
+    return std::move(out);
+  }
+
+  void close(bool drain) {
+    if (!core_->has_queue()) return;
+    {
+      py::gil_scoped_release release;
+      core_->close(drain);
+    }
+    completions_->close();
+  }
+
+  py::dict stats() const {
+    py::dict d;
+    if (!core_->has_queue()) return d;
+    BatcherStats s = core_->stats();
+    py::dict hist;
+    for (size_t n = 0; n < s.batch_rows_histogram.size(); ++n)
+      if (s.batch_rows_histogram[n]) hist[py::int_(n)] = s.batch_rows_histogram[n];
+    d["requests"] = s.requests;
+    d["rows"] = s.rows;
+    d["batches"] = s.batches;
+    d["failed"] = s.failed;
+    d["timed_out"] = s.timed_out;
+    d["cancelled"] = s.cancelled;
+    d["rejected"] = s.rejected;
+    d["batch_size_histogram"] = hist;
+    d["mean_batch_size"] = s.batches ? static_cast<double>(s.rows) / static_cast<double>(s.batches) : 0.0;
+    d["queue_requests"] = s.queue_requests;
+    d["queue_rows"] = s.queue_rows;
+    d["in_flight_batches"] = s.in_flight_batches;
+    d["latency_p50_us"] = s.latency_p50_us;
+    d["latency_p90_us"] = s.latency_p90_us;
+    d["latency_p99_us"] = s.latency_p99_us;
+    d["elapsed_s"] = s.elapsed_s;
+    d["rows_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.rows) / s.elapsed_s : 0.0;
+    d["requests_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.requests) / s.elapsed_s : 0.0;
+    return d;
+  }
+
+  void reset_stats() { core_->reset_stats(); }
+
+ private:
+  void parse(py::handle inputs, std::vector<Held>& held, std::vector<TensorView>& views) const {
+    parse_inputs(model(), input_names_, core_->pool().limits().max_bytes, inputs, held, views);
+  }
+
+  void require_queue() const {
+    if (!core_->has_queue()) throw Error("this engine has no request queue (internal: start_batcher was not called)");
+  }
+
+  std::vector<size_t> prepare(py::handle inputs, py::handle outputs, HeldInputs& held) const {
+    const size_t n = model().inputs().size();
+    held.held.resize(n);
+    held.views.resize(n);
+    parse(inputs, held.held, held.views);
+    return select_outputs(model(), outputs);
+  }
+
+  static Request make_request(const std::shared_ptr<HeldInputs>& held, double timeout_s, int priority) {
+    Request request;
+    request.inputs = held->views;
+    request.deadline = deadline_after(timeout_s);
+    request.priority = priority;
+    request.keepalive = held;
+    return request;
+  }
+
+  py::dict outcome_dict(Outcome& outcome, const std::vector<size_t>& selected) const {
+    py::dict result;
+    for (size_t idx : selected) result[output_names_[idx]] = slice_to_python(outcome.outputs.at(idx));
+    return result;
+  }
+
+  // Straight to a replica. Small outputs whose shapes the core can guess are
+  // allocated by numpy and written in place (see shape_guess.h).
+  py::dict run_direct(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
+                      const std::vector<TensorView>& out_views, std::vector<py::object>& out_arrays) const {
+    if (out_views.empty() && Engine::on_host(views)) {
+      py::dict result;
+      if (run_into_guess(views, selected, result)) return result;
+    }
+    std::vector<Ort::Value> results;
+    {
+      py::gil_scoped_release release;
+      results = core_->run(views, selected, out_views);
+    }
+    if (out_views.empty()) core_->shapes().remember(views, selected, results, &numpy_allocatable);
+    py::dict result;
+    for (size_t k = 0; k < selected.size(); ++k)
+      result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : owned_to_python(std::move(results[k]));
+    return result;
+  }
+
+  bool run_into_guess(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
+                      py::dict& result) const {
+    std::vector<std::vector<int64_t>> shapes;
+    if (!core_->shapes().lookup(views, selected, shapes)) return false;
+    const auto& outs = model().outputs();
+    std::vector<py::object> arrays(selected.size());
+    std::vector<TensorView> out_views(selected.size());
+    for (size_t k = 0; k < selected.size(); ++k) {
+      const ElementType type = outs[selected[k]].type;
+      std::vector<py::ssize_t> dims(shapes[k].begin(), shapes[k].end());
+      py::array a(py::reinterpret_borrow<py::dtype>(dtype_of(type)), dims);
+      out_views[k].type = type;
+      out_views[k].shape = shapes[k];
+      out_views[k].data = a.mutable_data();
+      arrays[k] = std::move(a);
+    }
+    bool ok;
+    {
+      py::gil_scoped_release release;
+      ok = core_->run_guessed(views, selected, out_views);
+    }
+    if (!ok) return false;
+    for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = arrays[k];
+    return true;
+  }
+
+  // run() of an engine whose runs go through the queue: host requests are
+  // queued and waited for, GIL released (Ctrl-C cancels a queued request);
+  // the core routes device inputs straight to a replica.
+  py::dict run_routed(py::handle inputs, py::handle outputs, double timeout_s, int priority) const {
+    auto held = std::make_shared<HeldInputs>();
+    std::vector<size_t> selected = prepare(inputs, outputs, *held);
+    if (core_->route(false, held->views) == Engine::Route::Direct) {
+      std::vector<py::object> no_arrays(selected.size());
+      return run_direct(held->views, selected, {}, no_arrays);
+    }
+    auto waiter = std::make_shared<Waiter>();
+    Request request = make_request(held, timeout_s, priority);
+    request.done = Waiter::callback(waiter);
+    const uint64_t id = core_->submit(std::move(request));
+    for (bool done = false; !done;) {
+      {
+        py::gil_scoped_release release;
+        done = waiter->wait_for(std::chrono::milliseconds(50));
+      }
+      if (!done && PyErr_CheckSignals() != 0) {
+        core_->cancel(id);  // a request already running completes unseen
+        throw py::error_already_set();
+      }
+    }
+    if (waiter->outcome().error) std::rethrow_exception(waiter->outcome().error);
+    return outcome_dict(waiter->outcome(), selected);
+  }
+
+  std::shared_ptr<Engine> core_;
+  std::shared_ptr<CompletionQueue<Completion>> completions_;
+  std::vector<py::str> input_names_;
+  std::vector<py::str> output_names_;
+};
+
+// Opens an engine of a model given as a path (str) or bytes; `initializers`
+// [(name, array)] are held once and shared by every replica.
+std::shared_ptr<PyEngine> open_engine(const py::object& model, const EngineConfig& config,
+                                      const py::list& initializers) {
+  auto weights = std::make_shared<HeldInputs>();
+  std::vector<std::pair<std::string, TensorView>> shared;
+  weights->held.resize(initializers.size());
+  for (size_t i = 0; i < initializers.size(); ++i) {
+    auto item = initializers[i].cast<py::tuple>();
+    const auto name = item[0].cast<std::string>();
+    shared.emplace_back(name, view_of_array(item[1], "initializer", name, weights->held[i]));
+  }
+  ModelSource source;
+  py::object keep = model;  // bytes stay referenced (and immutable) while loading
+  if (py::isinstance<py::bytes>(model)) {
+    char* buffer = nullptr;
+    Py_ssize_t size = 0;
+    if (PyBytes_AsStringAndSize(model.ptr(), &buffer, &size) != 0) throw py::error_already_set();
+    source.data = buffer;
+    source.size = static_cast<size_t>(size);
+    if (size == 0) throw ModelLoadError("cannot load model bytes: the model is empty (0 bytes)");
+  } else {
+    source.path = model.cast<std::string>();
+  }
+  std::shared_ptr<Engine> core;
+  {
+    py::gil_scoped_release release;
+    core = Engine::open(source, config, shared, weights);
+  }
+  return std::make_shared<PyEngine>(std::move(core));
+}
+
+}  // namespace
+
+void bind_engine(py::module_& m) {
+  py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
+      .def_static("open", &open_engine, py::arg("model"), py::arg("config"), py::arg("initializers") = py::list())
+      .def_property_readonly("inputs", [](const PyEngine& e) { return e.io_list(e.model().inputs()); })
+      .def_property_readonly("outputs", [](const PyEngine& e) { return e.io_list(e.model().outputs()); })
+      .def_property_readonly("replicas", [](const PyEngine& e) { return e.core().replicas(); })
+      .def_property_readonly("has_batcher", [](const PyEngine& e) { return e.core().has_queue(); })
+      .def_property_readonly("batching", [](const PyEngine& e) { return e.core().batching(); })
+      .def_property_readonly("unbatchable_reason", [](const PyEngine& e) { return e.core().unbatchable_reason(); })
+      .def_property_readonly("device", [](const PyEngine& e) { return e.core().device().str(); })
+      .def_property_readonly("replica_providers", [](const PyEngine& e) { return e.core().replica_providers(); })
+      .def("start_batcher", &PyEngine::start_batcher, py::arg("config"), py::arg("route_runs"))
+      .def("run", &PyEngine::run, py::arg("inputs"), py::arg("outputs") = py::none(), py::arg("out") = py::none(),
+           py::arg("timeout") = 0.0, py::arg("priority") = 0, "Run the model; returns a dict of output name -> value.")
+      .def("run_tensors", &PyEngine::run_tensors, py::arg("inputs"), py::arg("outputs") = py::none(),
+           py::arg("to_device") = false)
+      .def("submit", &PyEngine::submit, py::arg("inputs"), py::arg("outputs"), py::arg("token"),
+           py::arg("timeout") = 0.0, py::arg("priority") = 0)
+      .def("cancel", &PyEngine::cancel, py::arg("id"))
+      .def("pop_completions", &PyEngine::pop_completions, py::arg("timeout"))
+      .def("close", &PyEngine::close, py::arg("drain") = true)
+      .def("stats", &PyEngine::stats)
+      .def("reset_stats", &PyEngine::reset_stats);
+}
+
+}  // namespace bind
+}  // namespace fastort

@@ -1,0 +1,78 @@
+#include "fastort/engine.h"
+
+#include "fastort/errors.h"
+
+namespace fastort {
+
+std::shared_ptr<Engine> Engine::open(const ModelSource& source, const EngineConfig& config,
+                                     const std::vector<std::pair<std::string, TensorView>>& initializers,
+                                     std::shared_ptr<void> keepalive) {
+  auto pool = SessionPool::open(source, config.session, config.replicas, config.share_weights, initializers,
+                                std::move(keepalive));
+  pool->set_limits(config.limits);
+  return std::make_shared<Engine>(std::move(pool));
+}
+
+Engine::Engine(std::shared_ptr<SessionPool> pool) : pool_(std::move(pool)) {}
+
+Engine::~Engine() {
+  if (batcher_) batcher_->close(true);
+}
+
+void Engine::start_queue(const BatchConfig& config, bool route_runs) {
+  if (batcher_) throw Error("the batcher is already running");
+  batcher_ = std::make_unique<Batcher>(pool_, config);
+  route_runs_ = route_runs;
+}
+
+bool Engine::batching() const noexcept {
+  return batcher_ && batcher_->batching() && batcher_->options().max_batch_size > 1;
+}
+
+std::string Engine::unbatchable_reason() const { return batcher_ ? batcher_->unbatchable_reason() : ""; }
+
+std::vector<std::string> Engine::replica_providers() const {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < pool_->size(); ++i) out.push_back(pool_->replica(i).provider_names());
+  return out;
+}
+
+bool Engine::on_host(const std::vector<TensorView>& inputs) noexcept {
+  for (const auto& v : inputs)
+    if (!v.device.is_cpu()) return false;
+  return true;
+}
+
+Engine::Route Engine::route(bool has_out, const std::vector<TensorView>& inputs) const noexcept {
+  return route_runs_ && batcher_ && !has_out && on_host(inputs) ? Route::Queue : Route::Direct;
+}
+
+uint64_t Engine::submit(Request request) {
+  if (!batcher_) throw Error("this engine has no request queue (internal: start_queue was not called)");
+  return batcher_->submit(std::move(request));
+}
+
+bool Engine::cancel(uint64_t id) { return batcher_ && batcher_->cancel(id); }
+
+void Engine::close(bool drain) {
+  if (batcher_) batcher_->close(drain);
+}
+
+BatcherStats Engine::stats() const { return batcher_ ? batcher_->stats() : BatcherStats{}; }
+
+void Engine::reset_stats() {
+  if (batcher_) batcher_->reset_stats();
+}
+
+bool Engine::run_guessed(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
+                         const std::vector<TensorView>& out) const {
+  try {
+    pool_->run(inputs, outputs, out);
+    return true;
+  } catch (const Error&) {  // maybe a wrong guess: the caller runs again
+    guess_->miss();
+    return false;
+  }
+}
+
+}  // namespace fastort

@@ -1,0 +1,157 @@
+// The batching policy (batch_policy.h), rule by rule: no threads, no runtime.
+#include "fastort/batch_policy.h"
+
+#include <chrono>
+
+#include "check.h"
+#include "fastort/errors.h"
+
+using namespace fastort;
+using std::chrono::microseconds;
+
+namespace {
+
+IOInfo tensor(const std::string& name, std::vector<int64_t> shape, bool has_shape = true) {
+  IOInfo io;
+  io.name = name;
+  io.kind = ValueKind::Tensor;
+  io.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  io.type_string = "tensor(float)";
+  io.has_shape = has_shape;
+  io.shape = std::move(shape);
+  io.dim_names.assign(io.shape.size(), "");
+  return io;
+}
+
+IOInfo sequence(const std::string& name) {
+  IOInfo io;
+  io.name = name;
+  io.kind = ValueKind::Sequence;
+  io.type_string = "seq(tensor(float))";
+  return io;
+}
+
+void test_batchability() {
+  const auto dyn = tensor("x", {-1, 4}), fixed = tensor("x", {2, 4}), out = tensor("y", {-1, 3});
+  CHECK(batchability({dyn}, {out}, 0).ok);
+  CHECK(batchability({dyn}, {out}, 0).reason.empty());
+
+  Batchability b = batchability({fixed}, {out}, 0);
+  CHECK(!b.ok);
+  CHECK(b.reason.find("fixed dim 0") != std::string::npos);
+  CHECK(b.reason.find("'x'") != std::string::npos);
+
+  // The configured axis decides, not dim 0.
+  CHECK(!batchability({dyn}, {out}, 1).ok);  // dim 1 of x is fixed (4)
+  CHECK(batchability({tensor("x", {4, -1})}, {tensor("y", {3, -1})}, 1).ok);
+  CHECK(!batchability({tensor("x", {4, -1})}, {tensor("y", {-1, 3})}, 1).ok);  // output's dim 1 is fixed
+
+  // Rank too small, or no rank at all, on an input.
+  CHECK(!batchability({tensor("x", {})}, {out}, 0).ok);
+  CHECK(!batchability({tensor("x", {}, false)}, {out}, 0).ok);
+  // An output whose rank the model does not give is fine; one of rank 0 is not.
+  CHECK(batchability({dyn}, {tensor("y", {}, false)}, 0).ok);
+  CHECK(!batchability({dyn}, {tensor("y", {})}, 0).ok);
+
+  // Non-tensor values and models without inputs.
+  b = batchability({sequence("s")}, {out}, 0);
+  CHECK(!b.ok && b.reason.find("not a tensor") != std::string::npos);
+  b = batchability({dyn}, {sequence("s")}, 0);
+  CHECK(!b.ok && b.reason.find("seq(tensor(float))") != std::string::npos);
+  CHECK(!batchability({}, {out}, 0).ok);
+  // Every input counts, not only the first.
+  CHECK(!batchability({dyn, fixed}, {out}, 0).ok);
+}
+
+void test_decide() {
+  BatchConfig config;
+  config.max_batch_size = 8;
+  config.max_delay = microseconds(1000);
+  const auto t0 = Clock::now();
+
+  QueueState q;
+  q.in_flight = 1;
+  q.oldest = t0;
+  q.rows_like_oldest = 3;
+  Decision d = decide(config, q, t0 + microseconds(10));
+  CHECK(!d.dispatch());
+  CHECK(d.what == Dispatch::Wait);
+  CHECK(d.wake == t0 + microseconds(1000));  // due when the head has waited max_delay
+
+  CHECK(decide(config, q, t0 + microseconds(1000)).what == Dispatch::Delayed);
+  q.rows_like_oldest = 8;
+  CHECK(decide(config, q, t0 + microseconds(10)).what == Dispatch::Full);
+  q.rows_like_oldest = 3;
+
+  // Nothing running anywhere: a lone request never waits out the delay.
+  q.in_flight = 0;
+  CHECK(decide(config, q, t0).what == Dispatch::Idle);
+  q.in_flight = 2;
+  q.batchable = false;
+  CHECK(decide(config, q, t0).what == Dispatch::Unbatchable);
+  q.batchable = true;
+  q.closing = true;
+  CHECK(decide(config, q, t0).what == Dispatch::Closing);
+  CHECK(std::string(to_string(Dispatch::Full)) == "full");
+
+  config.max_delay = microseconds(0);  // no delay: dispatch as soon as asked
+  q.closing = false;
+  CHECK(decide(config, q, t0).what == Dispatch::Delayed);
+}
+
+void test_caps() {
+  BatchConfig config;
+  config.max_batch_size = 8;
+  CHECK(runs_alone(config, false, 1));  // unbatchable model
+  CHECK(runs_alone(config, true, 0));   // no rows: nothing to stack
+  CHECK(runs_alone(config, true, 8));   // fills a batch by itself
+  CHECK(runs_alone(config, true, 100));
+  CHECK(!runs_alone(config, true, 7));
+
+  CHECK(fits(config, 4, 4));
+  CHECK(!fits(config, 4, 5));
+  CHECK(!fits(config, 4, 0));  // empty requests run alone
+  CHECK(fits(config, 0, 8));
+}
+
+void test_admits() {
+  BatchConfig config;
+  config.max_queue_requests = 2;
+  config.max_queue_rows = 10;
+  CHECK(admits(config, 0, 0, 50));   // a request larger than max_queue_rows: taken into an empty queue
+  CHECK(admits(config, 1, 5, 5));
+  CHECK(!admits(config, 1, 5, 6));   // rows
+  CHECK(!admits(config, 2, 0, 1));   // requests
+  config.max_queue_requests = 0;     // 0: no limit
+  config.max_queue_rows = 0;
+  CHECK(admits(config, 1000000, 1000000, 1000000));
+}
+
+void test_validate_and_deadline() {
+  BatchConfig config;
+  validate(config);
+  config.max_batch_size = 0;
+  CHECK_THROWS(validate(config), InvalidInputError);
+  config.max_batch_size = 1;
+  config.priority_levels = 0;
+  CHECK_THROWS(validate(config), InvalidInputError);
+
+  CHECK(deadline_after(0) == Clock::time_point::max());
+  CHECK(deadline_after(-1) == Clock::time_point::max());
+  CHECK(deadline_after(0.0 / 0.0) == Clock::time_point::max());
+  CHECK(deadline_after(1e12) == Clock::time_point::max());
+  const auto before = Clock::now();
+  const auto d = deadline_after(0.5);
+  CHECK(d > before + std::chrono::milliseconds(400) && d < Clock::now() + std::chrono::milliseconds(600));
+}
+
+}  // namespace
+
+int main() {
+  test_batchability();
+  test_decide();
+  test_caps();
+  test_admits();
+  test_validate_and_deadline();
+  return fastort_test::report("test_batch_policy");
+}

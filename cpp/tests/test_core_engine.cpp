@@ -1,0 +1,141 @@
+// The core's Engine, SessionPool and Batcher on a real onnxruntime and a tiny
+// model, from plain C++ (no Python). Needs FASTORT_TEST_ORT_LIBRARY (a
+// libonnxruntime shared library) and FASTORT_TEST_MODEL (y = Relu(x), x and y
+// float[batch, 4]); scripts/ctest.sh makes both. Skips (exit 77) without them.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "check.h"
+#include "fastort/completion.h"
+#include "fastort/engine.h"
+#include "fastort/errors.h"
+#include "fastort/runtime.h"
+
+using namespace fastort;
+
+namespace {
+
+TensorView rows_view(std::vector<float>& data, int64_t rows) {
+  TensorView v;
+  v.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  v.data = data.data();
+  v.shape = {rows, 4};
+  return v;
+}
+
+const float* slice_data(OutputSlice& slice) {
+  if (slice.value != nullptr) return static_cast<const float*>(view_of(*slice.value).data);
+  return static_cast<const float*>(slice.view.data);
+}
+
+void test_direct(const std::string& model) {
+  EngineConfig config;
+  config.session.intra_op_threads = 1;
+  config.session.log_level = ORT_LOGGING_LEVEL_FATAL;  // the wrong guess below is logged as an error
+  auto engine = Engine::open(ModelSource{model}, config);
+  CHECK(engine->replicas() == 1);
+  CHECK(engine->model().inputs().size() == 1 && engine->model().inputs()[0].name == "x");
+  CHECK(batchability(engine->model().inputs(), engine->model().outputs(), 0).ok);
+  CHECK(!engine->has_queue());
+  std::vector<float> x{-1, 2, -3, 4, 5, -6, 7, -8};
+  std::vector<TensorView> in{rows_view(x, 2)};
+  CHECK(engine->route(false, in) == Engine::Route::Direct);  // no queue: direct
+  std::vector<Ort::Value> out = engine->run(in);
+  CHECK(out.size() == 1);
+  TensorView y = view_of(out[0]);
+  CHECK((y.shape == std::vector<int64_t>{2, 4}));
+  const float* p = static_cast<const float*>(y.data);
+  const float want[] = {0, 2, 0, 4, 5, 0, 7, 0};
+  for (int i = 0; i < 8; ++i) CHECK(p[i] == want[i]);
+
+  // Shapes are remembered for the next call with the same input shapes.
+  engine->shapes().remember(in, {0}, out, [](ElementType) { return true; });
+  std::vector<std::vector<int64_t>> shapes;
+  CHECK(engine->shapes().lookup(in, {0}, shapes));
+  CHECK(shapes.size() == 1 && (shapes[0] == std::vector<int64_t>{2, 4}));
+  std::vector<float> y_buf(8, -1.0f);
+  std::vector<TensorView> out_views{rows_view(y_buf, 2)};
+  CHECK(engine->run_guessed(in, {0}, out_views));
+  for (int i = 0; i < 8; ++i) CHECK(y_buf[i] == want[i]);
+  std::vector<TensorView> wrong{rows_view(y_buf, 1)};  // a wrong guess is a miss, not an error
+  CHECK(!engine->run_guessed(in, {0}, wrong));
+  CHECK(!engine->shapes().lookup(in, {0}, shapes));
+
+  // Request limits.
+  EngineConfig limited = config;
+  limited.limits.max_rows = 1;
+  auto small = Engine::open(ModelSource{model}, limited);
+  CHECK_THROWS(small->check_limits(in), RequestTooLargeError);
+  // Model errors are C++ exceptions.
+  CHECK_THROWS(Engine::open(ModelSource{model + ".missing"}, config), ModelLoadError);
+}
+
+void test_queue(const std::string& model) {
+  EngineConfig config;
+  config.session.intra_op_threads = 1;
+  auto engine = Engine::open(ModelSource{model}, config);
+  BatchConfig batch;
+  batch.max_batch_size = 8;
+  batch.max_delay = std::chrono::microseconds(20000);
+  engine->start_queue(batch, true);
+  CHECK(engine->batching());
+  CHECK(engine->unbatchable_reason().empty());
+
+  constexpr int kRequests = 16;
+  std::vector<std::vector<float>> inputs(kRequests);
+  std::vector<std::shared_ptr<Waiter>> waiters;
+  for (int r = 0; r < kRequests; ++r) {
+    inputs[r] = {float(-r), float(r), float(-r), float(r)};
+    Request request;
+    request.inputs = {rows_view(inputs[r], 1)};
+    CHECK(engine->route(false, request.inputs) == Engine::Route::Queue);
+    CHECK(engine->route(true, request.inputs) == Engine::Route::Direct);  // out= buffers: direct
+    waiters.push_back(std::make_shared<Waiter>());
+    request.done = Waiter::callback(waiters.back());
+    engine->submit(std::move(request));
+  }
+  for (int r = 0; r < kRequests; ++r) {
+    CHECK(waiters[r]->wait_for(std::chrono::milliseconds(10000)));
+    Outcome& outcome = waiters[r]->outcome();
+    CHECK(!outcome.error);
+    if (outcome.error) continue;
+    const float* y = slice_data(outcome.outputs.at(0));
+    CHECK(y[0] == 0 && y[1] == float(r) && y[2] == 0 && y[3] == float(r));
+  }
+  BatcherStats s = engine->stats();
+  CHECK(s.requests == kRequests);
+  CHECK(s.rows == kRequests);
+  CHECK(s.batches < kRequests);  // some requests were merged
+
+  // Backpressure and closing.
+  Request bad;
+  bad.inputs = {};
+  CHECK_THROWS(engine->submit(std::move(bad)), InvalidInputError);
+  engine->close(true);
+  Request late;
+  late.inputs = {rows_view(inputs[0], 1)};
+  late.done = [](Outcome&&) {};
+  CHECK_THROWS(engine->submit(std::move(late)), ClosedError);
+}
+
+}  // namespace
+
+int main() {
+  const char* lib = std::getenv("FASTORT_TEST_ORT_LIBRARY");
+  const char* model = std::getenv("FASTORT_TEST_MODEL");
+  if (lib == nullptr || model == nullptr || *lib == '\0' || *model == '\0') {
+    std::printf("test_core_engine: SKIPPED: set FASTORT_TEST_ORT_LIBRARY and FASTORT_TEST_MODEL (scripts/ctest.sh does)\n");
+    return 77;
+  }
+  try {
+    Runtime::load(lib);
+    test_direct(model);
+    test_queue(model);
+  } catch (const std::exception& e) {
+    fastort_test::fail(__FILE__, __LINE__, std::string("unexpected exception: ") + e.what());
+  }
+  return fastort_test::report("test_core_engine");
+}
