@@ -10,15 +10,13 @@ scikit-learn, TensorFlow) at import time.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import os
 import platform
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -170,21 +168,6 @@ def save_model(model: "onnx.ModelProto", path: Union[str, "os.PathLike[str]"]) -
 def serialized(model: "onnx.ModelProto") -> bytes:
     data: bytes = model.SerializeToString()
     return data
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silences stdout (and Python-level logging below ERROR) while a chatty tool runs."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
 
 
 class TempDir:

@@ -39,7 +39,6 @@ from .common import (
     measure_latency,
     normalize_feeds,
     prune_opsets,
-    quiet,
     require,
     save_model,
     serialized,
@@ -93,7 +92,7 @@ def simplify(model: Any, method: str = "auto") -> "tuple[onnx.ModelProto, str]":
             continue
         lib = require(name, "prepare", f"simplifying with {name}")
         try:
-            with warnings.catch_warnings(), quiet():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if name == "onnxslim":
                     out = lib.slim(proto)

@@ -43,12 +43,12 @@ from .common import (
     measure_latency,
     normalize_feeds,
     prune_opsets,
-    quiet,
     save_model,
     synthetic_inputs,
     take_rows,
     tool_versions,
 )
+from .tool_output import route_tool_output
 from .validate import run_model, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -251,7 +251,8 @@ def _preprocess(src: str, dst: str, notes: List[str], keep_names: bool = False) 
         # onnxruntime's symbolic shape inference, when it cannot finish, writes
         # sym_shape_infer_temp.onnx (and its data) into the working directory:
         # run it from the temporary folder (the paths here are absolute).
-        with warnings.catch_warnings(), quiet(), _CWD_LOCK, _in_dir(os.path.dirname(dst)):
+        route_tool_output("onnxruntime.quantization")
+        with warnings.catch_warnings(), _CWD_LOCK, _in_dir(os.path.dirname(dst)):
             warnings.simplefilter("ignore")
             quant_pre_process(src, dst, skip_symbolic_shape=not symbolic, skip_optimization=keep_names)
         return dst
@@ -399,7 +400,8 @@ def quantize(
         chosen_ops = _op_types(pre, {n.op_type for n in source.graph.node}, mode, op_types, exclude_op_types, notes)
         out_path = os.path.join(tmp, "quantized.onnx")
         try:
-            with warnings.catch_warnings(), quiet():
+            route_tool_output("onnxruntime.quantization")  # its prints and root-logger calls -> fastort.tools.*
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if mode == "dynamic":
                     quantize_dynamic(src, out_path, op_types_to_quantize=chosen_ops, per_channel=per_channel,
