@@ -79,6 +79,24 @@ def _example_inputs(model: Any, args: argparse.Namespace) -> Any:
     return None
 
 
+def _dims_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
+                   help="without --inputs: the size of a free dim of the inputs, by name (height=224) or as "
+                        "INPUT:AXIS=SIZE (x:2=224); repeatable or comma-separated")
+    p.add_argument("--allow-synthetic-dims", action="store_true",
+                   help="without --inputs: accept free dims no --dims gave, set to 1 (else an error naming them)")
+
+
+def _dims(args: argparse.Namespace) -> Optional[Dict[str, int]]:
+    from ..bench import parse_dims
+
+    try:
+        return parse_dims(args.dims) or None
+    except ValueError as e:
+        args.parser.error(f"--dims: {e}")
+        raise  # not reached: error() exits
+
+
 def _tolerance_args(p: argparse.ArgumentParser, rtol: Optional[float], atol: Optional[float]) -> None:
     p.add_argument("--rtol", type=float, default=rtol, help=f"relative tolerance (default: {rtol or 'the step default'})")
     p.add_argument("--atol", type=float, default=atol, help=f"absolute tolerance (default: {atol or 'the step default'})")
@@ -130,7 +148,8 @@ def _optimize(args: argparse.Namespace) -> int:
 
     result = optimize(args.model, args.output, level=args.level, target=args.target, simplifier=args.simplifier,
                       fixed_dims=dict(args.fix_dim) or None, fp16=args.fp16, keep_io_types=not args.fp16_io,
-                      inputs=_data(args.inputs, "inputs"), rtol=args.rtol, atol=args.atol, min_top1=args.min_top1,
+                      inputs=_data(args.inputs, "inputs"), dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims, rtol=args.rtol, atol=args.atol, min_top1=args.min_top1,
                       force=args.force, measure=not args.no_measure)
     _print_result(result)
     return 0
@@ -143,7 +162,8 @@ def _quantize(args: argparse.Namespace) -> int:
                       percentile=args.percentile, per_channel=args.per_channel, reduce_range=args.reduce_range,
                       weight_type=args.weight_type, activation_type=args.activation_type,
                       exclude_op_types=args.exclude_op_type, exclude_nodes=args.exclude_node, op_types=args.op_type,
-                      preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), rtol=args.rtol,
+                      preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims, rtol=args.rtol,
                       atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure)
     _print_result(result)
     return 0
@@ -155,7 +175,8 @@ def _validate(args: argparse.Namespace) -> int:
 
     reference = load_framework_model(args.reference)
     report = validate(reference, args.candidate, _data(args.inputs, "inputs"), rtol=args.rtol, atol=args.atol,
-                      min_top1=args.min_top1, raise_on_failure=False)
+                      min_top1=args.min_top1, raise_on_failure=False, dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
 
@@ -189,7 +210,8 @@ def _prepare(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     result = prepare(model, args.output, target=args.target, example_inputs=example,
-                     inputs=_data(args.inputs, "inputs"), quantize=args.quantize, calibration=args.calibration,
+                     inputs=_data(args.inputs, "inputs"), dims=_dims(args), allow_synthetic=args.allow_synthetic_dims,
+                     quantize=args.quantize, calibration=args.calibration,
                      method=args.method, per_channel=args.per_channel, exclude_op_types=args.exclude_op_type,
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
                      replicas=args.replicas, max_batch_size=args.max_batch_size, min_top1=args.min_top1,
@@ -233,6 +255,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--fp16", action="store_true", help="convert to float16 (GPU targets)")
     p.add_argument("--fp16-io", action="store_true", help="with --fp16: make inputs and outputs float16 too")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
+    _dims_args(p)
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
     _tolerance_args(p, None, None)
     p.set_defaults(run=_optimize, parser=p)
@@ -256,6 +279,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--op-type", action="append", default=None, help="quantize only this op type; repeatable")
     p.add_argument("--no-preprocess", action="store_true", help="skip onnxruntime's quantization pre-processing")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
+    _dims_args(p)
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
     _tolerance_args(p, 0.1, None)
     p.set_defaults(run=_quantize, parser=p)
@@ -267,6 +291,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("reference", help="the reference: an .onnx file or a saved framework model")
     p.add_argument("candidate", help="the candidate .onnx file")
     p.add_argument("--inputs", help="inputs: an .npy or .npz file (default: seeded random inputs)")
+    _dims_args(p)
     p.add_argument("--rtol", type=float, default=1e-3)
     p.add_argument("--atol", type=float, default=1e-5)
     p.add_argument("--min-top1", type=float, default=None, help="least top-1 agreement of classifier outputs (0-1)")
@@ -304,6 +329,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--level", default=None, choices=["disable", "basic", "extended", "all"])
     p.add_argument("--fix-dim", type=_fix_dim, action="append", default=[], metavar="NAME=SIZE")
     p.add_argument("--inputs", help="validation (and, for framework models, example) inputs: .npy or .npz")
+    _dims_args(p)
     p.add_argument("--input-shape", type=_shape, action="append", help="framework models: example input shape, "
                    "random float32 data (repeat per input)")
     p.add_argument("--replicas", type=int, default=1, help="recommended replicas")

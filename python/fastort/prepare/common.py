@@ -22,7 +22,7 @@ import numpy as np
 
 from .._format import format_bytes, format_table, format_us
 from .._version import __version__
-from ..bench import compare, random_inputs
+from ..bench import SyntheticInputs, compare, random_inputs, synthesize
 from ..engine import Engine, IOSpec
 from ..errors import InvalidInputError, MissingDependencyError, ModelLoadError, ModelNotFoundError, ValidationError
 
@@ -302,6 +302,41 @@ def synthetic_inputs(model: "onnx.ModelProto", batch: int = 8, dims: Optional[Ma
     non-negative ints, ``batch`` for the first free dim and 1 for other free
     dims (named dims from ``dims``). Real data makes a better check."""
     return random_inputs(graph_inputs(model), batch, dims, seed)
+
+
+#: What a step's error says to do when it would validate on guessed shapes.
+SYNTHETIC_HELP = ("give inputs= (real data), or the free dims' sizes with dims= (e.g. dims={'height': 224} or "
+                  "{'x:2': 224}), or allow_synthetic=True to check with them set to 1")
+
+
+def default_inputs(model: Any, what: str, dims: Any = None, allow_synthetic: bool = False,
+                   batch: int = 8) -> SyntheticInputs:
+    """Seeded random inputs for a step given no inputs (a ModelProto or input
+    specs). A model is not called validated on shapes nobody gave: when a free
+    dim other than the batch dim has no size in ``dims``, this raises
+    :class:`ValidationError` naming the dims, unless ``allow_synthetic``."""
+    specs = graph_inputs(model) if hasattr(model, "graph") else list(model)
+    try:
+        syn = synthesize(specs, batch, dims, seed=0)
+    except ValueError as e:
+        raise ValidationError(f"{what}: {e}") from e
+    if syn.guessed and not allow_synthetic:
+        raise ValidationError(f"{what}: no inputs were given, and the model's free dims {syn.guessed_text()} "
+                              f"have no size: a model is not called validated on shapes nobody gave; "
+                              f"{SYNTHETIC_HELP}")
+    return syn
+
+
+def step_inputs(model: "onnx.ModelProto", inputs: Any, what: str, dims: Any = None, allow_synthetic: bool = False,
+                batch: int = 8) -> "Tuple[Dict[str, np.ndarray], Optional[SyntheticInputs]]":
+    """A step's validation feeds: ``inputs`` normalized, or (None) :func:`default_inputs`,
+    with the :class:`SyntheticInputs` record when synthesized."""
+    if isinstance(inputs, SyntheticInputs):
+        return inputs.feeds, inputs
+    if inputs is None:
+        syn = default_inputs(model, what, dims, allow_synthetic, batch)
+        return syn.feeds, syn
+    return normalize_feeds(model, inputs), None
 
 
 def take_rows(feeds: Mapping[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:

@@ -28,8 +28,7 @@ from .common import (
     StepResult,
     first_row,
     measure_latency,
-    normalize_feeds,
-    synthetic_inputs,
+    step_inputs,
 )
 from .convert import convert, framework_of
 from .optimize import optimize
@@ -101,6 +100,8 @@ def prepare(
     target: str = "cpu",
     example_inputs: Any = None,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     quantize: Optional[str] = None,
     calibration: Any = None,
     method: str = "minmax",
@@ -132,6 +133,9 @@ def prepare(
         example_inputs: inputs for conversion (framework models).
         inputs: validation inputs (default: the example inputs, else up to 256
             rows of the calibration data, else seeded random ones).
+        dims, allow_synthetic: with no inputs (and no example or calibration
+            data), the free dims' sizes and whether guessing them (1) is
+            accepted: see :func:`fastort.validate`.
         quantize: None, ``"dynamic"`` or ``"static"`` (needs ``calibration``).
         calibration, method, per_channel, exclude_op_types, exclude_nodes:
             see :func:`fastort.prepare.quantize.quantize`.
@@ -194,16 +198,16 @@ def prepare(
         if inputs is None and calibration is not None and quantize == "static":
             reader = ArrayCalibrationReader(float_model, calibration)
             inputs = reader.head(256)
-        if inputs is None:
-            inputs = synthetic_inputs(float_model)
-            notes.append("validated on seeded random inputs (give inputs= for real data)")
-        feeds = normalize_feeds(float_model, inputs)
+        feeds, synthetic = step_inputs(float_model, inputs, "prepare", dims, allow_synthetic)
+        checked: Any = synthetic or feeds  # the steps record synthetic inputs as such
+        if synthetic is not None:
+            notes.append(f"validated on {synthetic.describe()}")
 
         # 2. optimize
         advance("optimize")
         optimized = optimize(float_model, level=level or ("basic" if quantize else "extended"), target=target,
                              simplifier=simplifier, fixed_dims=fixed_dims, fp16=fp16, keep_io_types=keep_io_types,
-                             inputs=feeds, min_top1=min_top1, force=force, measure=False)
+                             inputs=checked, min_top1=min_top1, force=force, measure=False)
         steps.append(optimized)
         bar.update(1)
 
@@ -211,7 +215,7 @@ def prepare(
         if quantize:
             advance("quantize")
             quantized = quantize_step(optimized, quantize, calibration, method, per_channel, exclude_op_types,
-                                      exclude_nodes, feeds, min_top1, force)
+                                      exclude_nodes, checked, min_top1, force)
             steps.append(quantized)
             bar.update(1)
         final = steps[-1]
@@ -224,7 +228,7 @@ def prepare(
             # the framework's float32 against the final model: the loosest step tolerance plus conversion's
             atol = _widen(atol, converted.settings.get("atol", 1e-5))
         rows: List[StageRow] = []
-        end_to_end = validate(reference, final.model, feeds, rtol=rtol, atol=atol, min_top1=min_top1,
+        end_to_end = validate(reference, final.model, checked, rtol=rtol, atol=atol, min_top1=min_top1,
                               raise_on_failure=False)
         if not end_to_end.passed:
             if not force:
@@ -243,7 +247,7 @@ def prepare(
                 label = f"optimized ({step.settings['level']}{', fp16' if fp16 else ''})"
             elif step.step == "quantize":
                 label = f"{step.settings['mode']} int8"
-            report = end_to_end if step is final else validate(reference, step.model, feeds, rtol=rtol, atol=atol,
+            report = end_to_end if step is final else validate(reference, step.model, checked, rtol=rtol, atol=atol,
                                                                 raise_on_failure=False)
             rows.append(StageRow(label, ModelStats.of(step.model), report))
         bar.update(1)
@@ -284,7 +288,7 @@ def _widen(atol: Any, extra: float) -> Any:
 
 
 def quantize_step(model: StepResult, mode: str, calibration: Any, method: str, per_channel: bool,
-                  exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], feeds: Mapping[str, np.ndarray],
+                  exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], feeds: Any,
                   min_top1: Optional[float], force: bool) -> StepResult:
     return quantize(model, mode=mode, calibration=calibration, method=method, per_channel=per_channel,
                     exclude_op_types=exclude_op_types, exclude_nodes=exclude_nodes, inputs=feeds, min_top1=min_top1,

@@ -44,7 +44,7 @@ from .common import (
     normalize_feeds,
     prune_opsets,
     save_model,
-    synthetic_inputs,
+    step_inputs,
     take_rows,
     tool_versions,
 )
@@ -332,6 +332,8 @@ def quantize(
     max_calibration_batches: Optional[int] = None,
     preprocess: bool = True,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     rtol: float = 0.1,
     atol: Optional[Union[float, Mapping[str, float]]] = None,
     atol_fraction: float = 0.05,
@@ -361,6 +363,8 @@ def quantize(
         preprocess: run onnxruntime's quantization pre-processing first.
         inputs: validation inputs (default: up to 256 rows of the calibration
             data, else seeded random inputs).
+        dims, allow_synthetic: with no inputs, the free dims' sizes and whether
+            guessing them (1) is accepted: see :func:`fastort.validate`.
         rtol, atol: validation tolerance; ``atol=None`` is ``atol_fraction`` of
             each output's largest magnitude.
         min_top1: least top-1 agreement of score outputs ``[N, classes]``, when given.
@@ -425,14 +429,12 @@ def quantize(
         out = prune_opsets(onnx.load(out_path))
     after = ModelStats.of(out)
 
-    if inputs is not None:
-        feeds = normalize_feeds(source, inputs)
-    elif reader is not None and reader.head(256) is not None:
+    synthetic = None
+    if inputs is None and reader is not None and reader.head(256) is not None:
         feeds = reader.head(256)  # type: ignore[assignment]
         notes.append("validated on the calibration data (give inputs= for held-out data)")
     else:
-        feeds = synthetic_inputs(source)
-        notes.append("validated on seeded random inputs (give inputs= for real data)")
+        feeds, synthetic = step_inputs(source, inputs, "quantize", dims, allow_synthetic)
     if atol is None:
         ref = run_model(source, feeds)
         atol = {}
@@ -443,7 +445,7 @@ def quantize(
                 mag = 0.0
             atol[name] = max(atol_fraction * mag, 1e-6)
     try:
-        report = validate(source, out, feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False)
+        report = validate(source, out, synthetic or feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False)
     except Exception as e:
         if isinstance(e, QuantizationError):
             raise
