@@ -56,10 +56,12 @@ def _drive(call: Callable[[], Any], clients: int, seconds: float, rows: int, met
         t.start()
     start.wait()
     t0 = time.perf_counter()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        time.sleep(seconds)
+    finally:  # Ctrl-C included: the clients stop before the engine closes
+        stop.set()
+        for t in threads:
+            t.join()
     elapsed = time.perf_counter() - t0
     flat = np.concatenate([np.asarray(x) for x in latencies]) if any(latencies) else np.zeros(1)
     n = sum(len(x) for x in latencies)

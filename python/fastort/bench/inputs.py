@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,7 @@ def parse_dims(items: DimsArg) -> Dict[str, int]:
     input's axis as ``input:axis``. Sizes are ints >= 0."""
     if items is None:
         return {}
+    pairs: List[Tuple[str, Any]]
     if isinstance(items, Mapping):
         pairs = [(str(k), v) for k, v in items.items()]
     else:
@@ -47,7 +48,7 @@ def parse_dims(items: DimsArg) -> Dict[str, int]:
             size = int(value)
         except (TypeError, ValueError):
             raise ValueError(f"dim {name!r}: size must be an int, got {value!r}") from None
-        if size < 0 or isinstance(value, bool):
+        if size < 0 or value is True or value is False:
             raise ValueError(f"dim {name!r}: size must be >= 0, got {value!r}")
         if ":" in name:
             inp, _, axis = name.rpartition(":")

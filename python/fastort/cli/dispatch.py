@@ -91,13 +91,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 2
     try:
         parsed = parser.parse_args(args)
-    except SystemExit as e:  # argparse: --version, --help, usage errors
-        sys.stdout.flush()
-        return int(e.code or 0) if not isinstance(e.code, str) else 2
-    try:
         status: int = parsed.run(parsed)
         sys.stdout.flush()
         return status
+    except SystemExit as e:  # argparse: --version, --help, usage errors (also a command's parser.error)
+        sys.stdout.flush()
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except FastortError as e:
         print(f"fastort {command}: {type(e).__name__}: {cli_message(str(e))}", file=sys.stderr)
         return 1

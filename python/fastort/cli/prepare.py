@@ -202,8 +202,22 @@ def _prepare(args: argparse.Namespace) -> int:
     from ..prepare.pipeline import prepare
 
     model = load_framework_model(args.model)
+    kind = framework_of(model)
+    convert_options: Dict[str, Any] = {}
+    if args.no_dynamic_batch:
+        if kind not in ("torch", "tf"):
+            args.parser.error(f"--no-dynamic-batch is for torch and TensorFlow models; this is a {kind} model")
+        convert_options["dynamic_batch"] = False
+    if args.no_zipmap:
+        if kind != "sklearn":
+            args.parser.error(f"--no-zipmap is for scikit-learn classifiers; this is a {kind} model")
+        convert_options["zipmap"] = False
+    if args.opset is not None:
+        if kind == "onnx":
+            args.parser.error("--opset is for framework models (the ONNX model keeps its opset)")
+        convert_options["opset"] = args.opset
     example = None
-    if framework_of(model) != "onnx":
+    if kind != "onnx":
         example = _example_inputs(model, args)
         if example is None:
             print("fastort prepare: a framework model needs example inputs: --input-shape 1,3,32,32 or --inputs DATA",
@@ -216,7 +230,14 @@ def _prepare(args: argparse.Namespace) -> int:
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
                      replicas=args.replicas, max_batch_size=args.max_batch_size, min_top1=args.min_top1,
                      force=args.force, progress=not args.no_progress, verbose=False,
-                     overwrite=args.overwrite, latency_seconds=args.latency_seconds)
+                     overwrite=args.overwrite, latency_seconds=args.latency_seconds,
+                     convert_options=convert_options or None, op_types=args.op_type, rtol=args.rtol, atol=args.atol)
+    if args.json:
+        print(json.dumps({"package_dir": result.package_dir, "model_path": result.model_path,
+                          "engine_kwargs": result.engine_kwargs, "notes": list(result.notes),
+                          "end_to_end": result.end_to_end.to_dict(),
+                          "steps": [step.provenance() for step in result.steps]}, indent=2, default=str))
+        return 0
     print(result.table)
     for note in result.notes:
         print(f"note: {note}")
@@ -324,7 +345,8 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--calibration", help="static quantization: calibration data, an .npy or .npz file")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--per-channel", action="store_true")
-    p.add_argument("--exclude-op-type", action="append", default=[])
+    p.add_argument("--exclude-op-type", action="append", default=[], help="leave this op type in float; repeatable")
+    p.add_argument("--op-type", action="append", default=None, help="quantize only this op type; repeatable")
     p.add_argument("--fp16", action="store_true", help="float16 (GPU targets; not with --quantize)")
     p.add_argument("--level", default=None, choices=["disable", "basic", "extended", "all"])
     p.add_argument("--fix-dim", type=_fix_dim, action="append", default=[], metavar="NAME=SIZE")
@@ -334,9 +356,16 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                    "random float32 data (repeat per input)")
     p.add_argument("--replicas", type=int, default=1, help="recommended replicas")
     p.add_argument("--max-batch-size", type=int, default=None, help="recommended batching (0: off)")
-    p.add_argument("--min-top1", type=float, default=None)
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--opset", type=int, default=None, help="framework models: the ONNX opset")
+    p.add_argument("--no-dynamic-batch", action="store_true", help="torch/TF models: keep dim 0 fixed")
+    p.add_argument("--no-zipmap", action="store_true", help="scikit-learn classifiers: probabilities as a tensor")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance of every step and the end-to-end "
+                   "check (default: each step's own)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: each step's own)")
+    p.add_argument("--min-top1", type=float, default=None, help="least top-1 agreement of classifier outputs (0-1)")
+    p.add_argument("--force", action="store_true", help="write the package even when outside tolerance")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package in the output directory")
+    p.add_argument("--json", action="store_true", help="print the result (steps, validation, settings) as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--latency-seconds", type=float, default=1.0)
     p.set_defaults(run=_prepare, parser=p)

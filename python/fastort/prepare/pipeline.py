@@ -123,6 +123,9 @@ def prepare(
     latency_seconds: float = 1.0,
     overwrite: bool = False,
     convert_options: Optional[Mapping[str, Any]] = None,
+    op_types: Optional[Sequence[str]] = None,
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
 ) -> PrepareResult:
     """Runs the chain and writes a model package to ``outdir``.
 
@@ -151,6 +154,9 @@ def prepare(
         measure: time batch-1 latency of every stage through :class:`fastort.Engine`.
         overwrite: replace an existing package in ``outdir``.
         convert_options: extra keyword arguments for the converter.
+        op_types: quantize only these op types (as :func:`fastort.quantize`).
+        rtol, atol: tolerances of every step and of the end-to-end check
+            (default: each step's own).
     """
     from tqdm.auto import tqdm
 
@@ -207,7 +213,8 @@ def prepare(
         advance("optimize")
         optimized = optimize(float_model, level=level or ("basic" if quantize else "extended"), target=target,
                              simplifier=simplifier, fixed_dims=fixed_dims, fp16=fp16, keep_io_types=keep_io_types,
-                             inputs=checked, min_top1=min_top1, force=force, measure=False)
+                             inputs=checked, min_top1=min_top1, force=force, measure=False,
+                             rtol=rtol, atol=atol)
         steps.append(optimized)
         bar.update(1)
 
@@ -215,7 +222,8 @@ def prepare(
         if quantize:
             advance("quantize")
             quantized = quantize_step(optimized, quantize, calibration, method, per_channel, exclude_op_types,
-                                      exclude_nodes, checked, min_top1, force)
+                                      exclude_nodes, checked, min_top1, force, op_types=op_types,
+                                      **_tolerances(rtol, atol))
             steps.append(quantized)
             bar.update(1)
         final = steps[-1]
@@ -223,8 +231,10 @@ def prepare(
         # 4. end-to-end validation against the original
         advance("validate")
         tol = final.settings if final.step != "convert" else converted.settings
-        rtol, atol = tol.get("rtol", 1e-3), tol.get("atol", 1e-4)
-        if kind != "onnx" and final is not converted:
+        given_rtol, given_atol = rtol, atol
+        rtol = tol.get("rtol", 1e-3) if given_rtol is None else given_rtol
+        atol = tol.get("atol", 1e-4) if given_atol is None else given_atol
+        if kind != "onnx" and final is not converted and given_atol is None:
             # the framework's float32 against the final model: the loosest step tolerance plus conversion's
             atol = _widen(atol, converted.settings.get("atol", 1e-5))
         rows: List[StageRow] = []
@@ -289,8 +299,13 @@ def _widen(atol: Any, extra: float) -> Any:
 
 def quantize_step(model: StepResult, mode: str, calibration: Any, method: str, per_channel: bool,
                   exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], feeds: Any,
-                  min_top1: Optional[float], force: bool) -> StepResult:
+                  min_top1: Optional[float], force: bool, **options: Any) -> StepResult:
     return quantize(model, mode=mode, calibration=calibration, method=method, per_channel=per_channel,
                     exclude_op_types=exclude_op_types, exclude_nodes=exclude_nodes, inputs=feeds, min_top1=min_top1,
-                    force=force, measure=False)
+                    force=force, measure=False, **options)
+
+
+def _tolerances(rtol: Optional[float], atol: Optional[float]) -> Dict[str, float]:
+    """The tolerances given to prepare(), as keywords for a step (none: the step's defaults)."""
+    return {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
 

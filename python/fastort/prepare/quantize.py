@@ -48,6 +48,7 @@ from .common import (
     take_rows,
     tool_versions,
 )
+from ..bench import SyntheticInputs
 from .tool_output import route_tool_output
 from .validate import run_model, validate
 
@@ -429,9 +430,10 @@ def quantize(
         out = prune_opsets(onnx.load(out_path))
     after = ModelStats.of(out)
 
-    synthetic = None
-    if inputs is None and reader is not None and reader.head(256) is not None:
-        feeds = reader.head(256)  # type: ignore[assignment]
+    synthetic: Optional[SyntheticInputs] = None
+    head = reader.head(256) if inputs is None and reader is not None else None
+    if head is not None:
+        feeds: Dict[str, np.ndarray] = head
         notes.append("validated on the calibration data (give inputs= for held-out data)")
     else:
         feeds, synthetic = step_inputs(source, inputs, "quantize", dims, allow_synthetic)

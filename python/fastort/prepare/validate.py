@@ -28,6 +28,7 @@ import numpy as np
 from .._format import format_table
 from ..engine import Engine
 from ..errors import ValidationError
+from ..bench import SyntheticInputs
 from .common import (
     StepResult,
     _as_array,
@@ -38,7 +39,6 @@ from .common import (
     serialized,
     is_keras,
     set_training,
-    SyntheticInputs,
     default_inputs,
 )
 
