@@ -22,7 +22,7 @@ import numpy as np
 
 from .._format import format_bytes, format_table, format_us
 from .._version import __version__
-from ..bench import SyntheticInputs, compare, random_inputs, synthesize
+from ..bench import SyntheticInputs, compare, synthesize
 from ..engine import Engine, IOSpec
 from ..errors import InvalidInputError, MissingDependencyError, ModelLoadError, ModelNotFoundError, ValidationError
 
@@ -294,14 +294,6 @@ def normalize_feeds(model_or_specs: Any, inputs: Any, what: str = "inputs") -> D
 def _is_scalar_list(value: Sequence[Any]) -> bool:
     """A list of numbers/lists (one array written as a list), not a list of arrays."""
     return len(value) > 0 and all(isinstance(v, (int, float, list)) for v in value)
-
-
-def synthetic_inputs(model: "onnx.ModelProto", batch: int = 8, dims: Optional[Mapping[str, int]] = None,
-                     seed: int = 0) -> Dict[str, np.ndarray]:
-    """Seeded random inputs for the model: standard normal floats, small
-    non-negative ints, ``batch`` for the first free dim and 1 for other free
-    dims (named dims from ``dims``). Real data makes a better check."""
-    return random_inputs(graph_inputs(model), batch, dims, seed)
 
 
 #: What a step's error says to do when it would validate on guessed shapes.
