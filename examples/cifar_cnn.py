@@ -1,6 +1,6 @@
 """End to end: a CIFAR-10 style CNN from training to serving, offline.
 
-    python examples/cifar_cnn.py [--out DIR] [--epochs 2] [--quantize static|dynamic|none]
+    python examples/cifar_cnn.py [--out DIR] [--epochs 2] [--quantize static|dynamic|none] [--quick]
 
 1. trains the classic small CNN (conv32 -> pool -> conv64 -> pool -> fc128 -> fc10
    on 3x32x32 images) for a moment on synthetic data: ten classes of images,
@@ -10,7 +10,9 @@
    training images); 5. validates the int8 model against torch on held-out
    images; 6. writes a model package; 7. serves it with fastort.Engine.
 
-Needs torch: pip install 'fastort[torch]'. Takes a minute or two on 2 cores.
+Needs torch: pip install 'fastort[torch]' (and fastort installed: the examples
+run against the installed package). Takes a minute or two on 2 cores;
+``--quick`` (small data, one epoch: seconds) is what CI runs.
 
 Note on the flatten size: with 3x32x32 input, two 2x2 poolings leave 64
 channels of 8x8, so fc1 takes 64*8*8 = 4096 features. (The widely copied
@@ -18,6 +20,8 @@ version of this example says 64*28*28, which is wrong for 32x32 input.)
 """
 
 from __future__ import annotations
+
+# example-requires: torch onnxscript
 
 import argparse
 import os
@@ -27,12 +31,9 @@ import time
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))  # a source checkout without install
-
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 
 class CifarCNN(nn.Module):
@@ -118,7 +119,10 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train-size", type=int, default=3000)
     parser.add_argument("--quantize", default="static", choices=["static", "dynamic", "none"])
+    parser.add_argument("--quick", action="store_true", help="600 training images, one epoch (for CI)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.train_size, args.epochs = min(args.train_size, 600), 1
 
     import fastort
     from fastort.prepare.convert import from_torch

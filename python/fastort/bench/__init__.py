@@ -10,10 +10,11 @@ is its command line.
 
 from __future__ import annotations
 
-from .inputs import random_inputs, tiny_inputs
+from .inputs import SyntheticInputs, load_inputs, parse_dims, random_inputs, synthesize, tiny_inputs
 from .native import FLOOR, NATIVE_LABELS, native_binary, run_native
 from .sidebyside import BASELINE, format_table, side_by_side
 from .timing import Timing, compare, machine_info
 
 __all__ = ["Timing", "compare", "machine_info", "native_binary", "run_native", "NATIVE_LABELS", "FLOOR", "BASELINE",
-           "side_by_side", "format_table", "random_inputs", "tiny_inputs"]
+           "side_by_side", "format_table", "random_inputs", "tiny_inputs",
+           "SyntheticInputs", "synthesize", "parse_dims", "load_inputs"]

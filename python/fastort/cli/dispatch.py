@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional, Sequence
 
+from .._version import __version__
 from ..errors import FastortError
+from .messages import cli_message
 
 __all__ = ["GROUPS", "build_parser", "command_names", "main"]
 
@@ -44,6 +47,7 @@ def build_parser() -> "tuple[argparse.ArgumentParser, argparse._SubParsersAction
     """The ``fastort`` parser with every group's subcommands, and its subparsers."""
     parser = argparse.ArgumentParser(prog="fastort", description="Fast, dependable ONNX model serving.",
                                      epilog="fastort COMMAND --help for details")
+    parser.add_argument("--version", action="version", version=f"fastort {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         importlib.import_module(f"{__package__}.{group}").add_parser(subparsers)
@@ -57,20 +61,46 @@ def command_names() -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``fastort`` console script and ``python -m fastort``.
-    Returns the exit status: 0 done, 1 failed (the error on stderr), 2 usage."""
+    Returns the exit status: 0 done, 1 failed (the error on stderr), 2 usage,
+    130 interrupted (Ctrl-C). A closed stdout (``fastort -h | head``) ends
+    quietly."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("fastort: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away: point stdout at devnull so the interpreter's
+        # final flush does not fail again, and end as a pipe writer does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+
+
+def _main(argv: Optional[Sequence[str]]) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser, subparsers = build_parser()
-    if not args or args[0] in ("-h", "--help"):
+    if not args:
+        print(parser.format_usage().strip() + "\nfastort: a command is required (fastort --help lists them)",
+              file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help"):
         print(parser.format_help().strip())
-        return 0 if args else 2
+        sys.stdout.flush()
+        return 0
     command = args[0]
-    if command not in subparsers.choices:
+    if command not in subparsers.choices and not command.startswith("-"):
         print(f"fastort: unknown command {command!r}\n{parser.format_usage().strip()}", file=sys.stderr)
         return 2
-    parsed = parser.parse_args(args)
     try:
+        parsed = parser.parse_args(args)
         status: int = parsed.run(parsed)
+        sys.stdout.flush()
         return status
+    except SystemExit as e:  # argparse: --version, --help, usage errors (also a command's parser.error)
+        sys.stdout.flush()
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     except FastortError as e:
-        print(f"fastort {command}: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"fastort {command}: {type(e).__name__}: {cli_message(str(e))}", file=sys.stderr)
         return 1

@@ -82,6 +82,24 @@ def _example_inputs(model: Any, args: argparse.Namespace) -> Any:
     return None
 
 
+def _dims_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dims", action="append", default=[], metavar="NAME=SIZE",
+                   help="without --inputs: the size of a free dim of the inputs, by name (height=224) or as "
+                        "INPUT:AXIS=SIZE (x:2=224); repeatable or comma-separated")
+    p.add_argument("--allow-synthetic-dims", action="store_true",
+                   help="without --inputs: accept free dims no --dims gave, set to 1 (else an error naming them)")
+
+
+def _dims(args: argparse.Namespace) -> Optional[Dict[str, int]]:
+    from ..bench import parse_dims
+
+    try:
+        return parse_dims(args.dims) or None
+    except ValueError as e:
+        args.parser.error(f"--dims: {e}")
+        raise  # not reached: error() exits
+
+
 def _tolerance_args(p: argparse.ArgumentParser, rtol: Optional[float], atol: Optional[float]) -> None:
     p.add_argument("--rtol", type=float, default=rtol, help=f"relative tolerance (default: {rtol or 'the step default'})")
     p.add_argument("--atol", type=float, default=atol, help=f"absolute tolerance (default: {atol or 'the step default'})")
@@ -133,7 +151,8 @@ def _optimize(args: argparse.Namespace) -> int:
 
     result = optimize(args.model, args.output, level=args.level, target=args.target, simplifier=args.simplifier,
                       fixed_dims=dict(args.fix_dim) or None, fp16=args.fp16, keep_io_types=not args.fp16_io,
-                      inputs=_data(args.inputs, "inputs"), rtol=args.rtol, atol=args.atol, min_top1=args.min_top1,
+                      inputs=_data(args.inputs, "inputs"), dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims, rtol=args.rtol, atol=args.atol, min_top1=args.min_top1,
                       force=args.force, measure=not args.no_measure)
     _print_result(result)
     return 0
@@ -146,7 +165,8 @@ def _quantize(args: argparse.Namespace) -> int:
                       percentile=args.percentile, per_channel=args.per_channel, reduce_range=args.reduce_range,
                       weight_type=args.weight_type, activation_type=args.activation_type,
                       exclude_op_types=args.exclude_op_type, exclude_nodes=args.exclude_node, op_types=args.op_type,
-                      preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), rtol=args.rtol,
+                      preprocess=not args.no_preprocess, inputs=_data(args.inputs, "inputs"), dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims, rtol=args.rtol,
                       atol=args.atol, min_top1=args.min_top1, force=args.force, measure=not args.no_measure,
                       block_size=args.block_size, symmetric=args.symmetric, accuracy_level=args.accuracy_level,
                       algorithm=args.algorithm, target=args.target)
@@ -163,7 +183,8 @@ def _validate(args: argparse.Namespace) -> int:
         from ..prepare.validate_ep import validate_on_ep
 
         report = validate_on_ep(args.reference, _data(args.inputs, "inputs"), args.target, args.precision,
-                                args.rtol, args.atol, raise_on_failure=False)
+                                args.rtol, args.atol, raise_on_failure=False, dims=_dims(args),
+                                allow_synthetic=args.allow_synthetic_dims)
         print(json.dumps(report.to_dict(), indent=2) if args.json else report)
         return 0 if report.passed else 1
     if args.candidate is None:
@@ -171,7 +192,8 @@ def _validate(args: argparse.Namespace) -> int:
     reference = load_framework_model(args.reference)
     report = validate(reference, args.candidate, _data(args.inputs, "inputs"),
                       rtol=1e-3 if args.rtol is None else args.rtol, atol=1e-5 if args.atol is None else args.atol,
-                      min_top1=args.min_top1, raise_on_failure=False)
+                      min_top1=args.min_top1, raise_on_failure=False, dims=_dims(args),
+                      allow_synthetic=args.allow_synthetic_dims)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
     return 0 if report.passed else 1
 
@@ -197,21 +219,43 @@ def _prepare(args: argparse.Namespace) -> int:
     from ..prepare.pipeline import prepare
 
     model = load_framework_model(args.model)
+    kind = framework_of(model)
+    convert_options: Dict[str, Any] = {}
+    if args.no_dynamic_batch:
+        if kind not in ("torch", "tf"):
+            args.parser.error(f"--no-dynamic-batch is for torch and TensorFlow models; this is a {kind} model")
+        convert_options["dynamic_batch"] = False
+    if args.no_zipmap:
+        if kind != "sklearn":
+            args.parser.error(f"--no-zipmap is for scikit-learn classifiers; this is a {kind} model")
+        convert_options["zipmap"] = False
+    if args.opset is not None:
+        if kind == "onnx":
+            args.parser.error("--opset is for framework models (the ONNX model keeps its opset)")
+        convert_options["opset"] = args.opset
     example = None
-    if framework_of(model) != "onnx":
+    if kind != "onnx":
         example = _example_inputs(model, args)
         if example is None:
             print("fastort prepare: a framework model needs example inputs: --input-shape 1,3,32,32 or --inputs DATA",
                   file=sys.stderr)
             return 2
     result = prepare(model, args.output, target=args.target, precision=args.precision, example_inputs=example,
-                     inputs=_data(args.inputs, "inputs"), quantize=args.quantize, calibration=args.calibration,
+                     inputs=_data(args.inputs, "inputs"), dims=_dims(args), allow_synthetic=args.allow_synthetic_dims,
+                     quantize=args.quantize, calibration=args.calibration,
                      method=args.method, per_channel=args.per_channel, exclude_op_types=args.exclude_op_type,
                      fp16=args.fp16, level=args.level, fixed_dims=dict(args.fix_dim) or None,
                      replicas=args.replicas, max_batch_size=args.max_batch_size, min_top1=args.min_top1,
                      force=args.force, progress=not args.no_progress, verbose=False,
-                     overwrite=args.overwrite, latency_seconds=args.latency_seconds, prune=args.prune,
-                     prune_options={"importance": args.prune_importance, "steps": args.prune_steps})
+                     overwrite=args.overwrite, latency_seconds=args.latency_seconds,
+                     convert_options=convert_options or None, op_types=args.op_type, rtol=args.rtol, atol=args.atol,
+                     prune=args.prune, prune_options={"importance": args.prune_importance, "steps": args.prune_steps})
+    if args.json:
+        print(json.dumps({"package_dir": result.package_dir, "model_path": result.model_path,
+                          "engine_kwargs": result.engine_kwargs, "notes": list(result.notes),
+                          "end_to_end": result.end_to_end.to_dict(),
+                          "steps": [step.provenance() for step in result.steps]}, indent=2, default=str))
+        return 0
     print(result.table)
     for note in result.notes:
         print(f"note: {note}")
@@ -250,6 +294,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--fp16", action="store_true", help="convert to float16 (GPU targets)")
     p.add_argument("--fp16-io", action="store_true", help="with --fp16: make inputs and outputs float16 too")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
+    _dims_args(p)
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
     _tolerance_args(p, None, None)
     p.set_defaults(run=_optimize, parser=p)
@@ -280,6 +325,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--op-type", action="append", default=None, help="quantize only this op type; repeatable")
     p.add_argument("--no-preprocess", action="store_true", help="skip onnxruntime's quantization pre-processing")
     p.add_argument("--inputs", help="validation inputs: an .npy or .npz file")
+    _dims_args(p)
     p.add_argument("--no-measure", action="store_true", help="do not time latency")
     _tolerance_args(p, None, None)
     p.set_defaults(run=_quantize, parser=p)
@@ -295,6 +341,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
                    help="check the reference .onnx on this EP against the CPU EP in f32 instead")
     p.add_argument("--precision", default="f32", choices=["f32", "bf16", "fp16", "auto"],
                    help="with --target: the EP's precision (default f32)")
+    _dims_args(p)
     p.add_argument("--rtol", type=float, default=None, help="default 1e-3 (with --target: the precision's own)")
     p.add_argument("--atol", type=float, default=None, help="default 1e-5 (with --target: the precision's own)")
     p.add_argument("--min-top1", type=float, default=None, help="least top-1 agreement of classifier outputs (0-1)")
@@ -329,18 +376,27 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     p.add_argument("--calibration", help="static quantization: calibration data, an .npy or .npz file")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--per-channel", action="store_true")
-    p.add_argument("--exclude-op-type", action="append", default=[])
+    p.add_argument("--exclude-op-type", action="append", default=[], help="leave this op type in float; repeatable")
+    p.add_argument("--op-type", action="append", default=None, help="quantize only this op type; repeatable")
     p.add_argument("--fp16", action="store_true", help="float16 (GPU targets; not with --quantize)")
     p.add_argument("--level", default=None, choices=["disable", "basic", "extended", "all"])
     p.add_argument("--fix-dim", type=_fix_dim, action="append", default=[], metavar="NAME=SIZE")
     p.add_argument("--inputs", help="validation (and, for framework models, example) inputs: .npy or .npz")
+    _dims_args(p)
     p.add_argument("--input-shape", type=_shape, action="append", help="framework models: example input shape, "
                    "random float32 data (repeat per input)")
     p.add_argument("--replicas", type=int, default=1, help="recommended replicas")
     p.add_argument("--max-batch-size", type=int, default=None, help="recommended batching (0: off)")
-    p.add_argument("--min-top1", type=float, default=None)
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--opset", type=int, default=None, help="framework models: the ONNX opset")
+    p.add_argument("--no-dynamic-batch", action="store_true", help="torch/TF models: keep dim 0 fixed")
+    p.add_argument("--no-zipmap", action="store_true", help="scikit-learn classifiers: probabilities as a tensor")
+    p.add_argument("--rtol", type=float, default=None, help="relative tolerance of every step and the end-to-end "
+                   "check (default: each step's own)")
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default: each step's own)")
+    p.add_argument("--min-top1", type=float, default=None, help="least top-1 agreement of classifier outputs (0-1)")
+    p.add_argument("--force", action="store_true", help="write the package even when outside tolerance")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package in the output directory")
+    p.add_argument("--json", action="store_true", help="print the result (steps, validation, settings) as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--latency-seconds", type=float, default=1.0)
     p.add_argument("--prune", type=float, default=None, metavar="RATIO",

@@ -10,21 +10,19 @@ scikit-learn, TensorFlow) at import time.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import io
 import os
 import platform
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._format import format_bytes, format_table, format_us
 from .._version import __version__
-from ..bench import compare, random_inputs
+from ..bench import SyntheticInputs, compare, synthesize
 from ..engine import Engine, IOSpec
 from ..errors import InvalidInputError, MissingDependencyError, ModelLoadError, ModelNotFoundError, ValidationError
 
@@ -173,21 +171,6 @@ def serialized(model: "onnx.ModelProto") -> bytes:
     return data
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silences stdout (and Python-level logging below ERROR) while a chatty tool runs."""
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        root.setLevel(level)
-
-
 class TempDir:
     """A temporary folder removed on exit (ignoring errors)."""
 
@@ -314,12 +297,39 @@ def _is_scalar_list(value: Sequence[Any]) -> bool:
     return len(value) > 0 and all(isinstance(v, (int, float, list)) for v in value)
 
 
-def synthetic_inputs(model: "onnx.ModelProto", batch: int = 8, dims: Optional[Mapping[str, int]] = None,
-                     seed: int = 0) -> Dict[str, np.ndarray]:
-    """Seeded random inputs for the model: standard normal floats, small
-    non-negative ints, ``batch`` for the first free dim and 1 for other free
-    dims (named dims from ``dims``). Real data makes a better check."""
-    return random_inputs(graph_inputs(model), batch, dims, seed)
+#: What a step's error says to do when it would validate on guessed shapes.
+SYNTHETIC_HELP = ("give inputs= (real data), or the free dims' sizes with dims= (e.g. dims={'height': 224} or "
+                  "{'x:2': 224}), or allow_synthetic=True to check with them set to 1")
+
+
+def default_inputs(model: Any, what: str, dims: Any = None, allow_synthetic: bool = False,
+                   batch: int = 8) -> SyntheticInputs:
+    """Seeded random inputs for a step given no inputs (a ModelProto or input
+    specs). A model is not called validated on shapes nobody gave: when a free
+    dim other than the batch dim has no size in ``dims``, this raises
+    :class:`ValidationError` naming the dims, unless ``allow_synthetic``."""
+    specs = graph_inputs(model) if hasattr(model, "graph") else list(model)
+    try:
+        syn = synthesize(specs, batch, dims, seed=0)
+    except ValueError as e:
+        raise ValidationError(f"{what}: {e}") from e
+    if syn.guessed and not allow_synthetic:
+        raise ValidationError(f"{what}: no inputs were given, and the model's free dims {syn.guessed_text()} "
+                              f"have no size: a model is not called validated on shapes nobody gave; "
+                              f"{SYNTHETIC_HELP}")
+    return syn
+
+
+def step_inputs(model: "onnx.ModelProto", inputs: Any, what: str, dims: Any = None, allow_synthetic: bool = False,
+                batch: int = 8) -> "Tuple[Dict[str, np.ndarray], Optional[SyntheticInputs]]":
+    """A step's validation feeds: ``inputs`` normalized, or (None) :func:`default_inputs`,
+    with the :class:`SyntheticInputs` record when synthesized."""
+    if isinstance(inputs, SyntheticInputs):
+        return inputs.feeds, inputs
+    if inputs is None:
+        syn = default_inputs(model, what, dims, allow_synthetic, batch)
+        return syn.feeds, syn
+    return normalize_feeds(model, inputs), None
 
 
 def take_rows(feeds: Mapping[str, np.ndarray], n: int) -> Dict[str, np.ndarray]:

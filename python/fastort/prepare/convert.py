@@ -15,7 +15,6 @@ missing one raises :class:`MissingDependencyError` naming the extra to install
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
 import os
@@ -263,8 +262,9 @@ def _export(torch: Any, module: Any, tensors: List[Any], names: List[str], outs:
             axes: Optional[Dict[str, Any]], opset: int, kind: str) -> "onnx.ModelProto":
     import onnx
 
-    sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+    # verbose=False keeps torch.onnx's exporter quiet (its "[torch.onnx] ..."
+    # progress lines); stdout itself is never redirected: other threads print too.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == "dynamo":
             require("onnxscript", "torch", "torch's dynamo ONNX exporter")
@@ -291,7 +291,7 @@ def _export(torch: Any, module: Any, tensors: List[Any], names: List[str], outs:
             buf = io.BytesIO()
             torch.onnx.export(module, tuple(tensors), buf, input_names=names, output_names=outs,
                               opset_version=opset, dynamo=False, dynamic_axes=axes or None,
-                              do_constant_folding=True)
+                              do_constant_folding=True, verbose=False)
             model = onnx.load_from_string(buf.getvalue())
     if axes:
         _name_dims(model, axes)
@@ -383,9 +383,8 @@ def from_sklearn(
         opts["zipmap"] = bool(zipmap)
     opts.update(options or {})
     target = None if opset is None else {"": int(opset)}
-    sink = io.StringIO()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = skl2onnx.convert_sklearn(estimator, initial_types=[(input_name, tensor_type([None, x.shape[1]]))],
                                              options=opts or None, target_opset=target)

@@ -37,13 +37,11 @@ from .common import (
     first_row,
     load_model,
     measure_latency,
-    normalize_feeds,
     prune_opsets,
-    quiet,
     require,
     save_model,
     serialized,
-    synthetic_inputs,
+    step_inputs,
     tool_versions,
 )
 from .validate import validate
@@ -93,7 +91,7 @@ def simplify(model: Any, method: str = "auto") -> "tuple[onnx.ModelProto, str]":
             continue
         lib = require(name, "prepare", f"simplifying with {name}")
         try:
-            with warnings.catch_warnings(), quiet():
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if name == "onnxslim":
                     out = lib.slim(proto)
@@ -239,6 +237,8 @@ def optimize(
     fp16: bool = False,
     keep_io_types: bool = True,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     rtol: Optional[float] = None,
     atol: Optional[float] = None,
     min_top1: Optional[float] = None,
@@ -263,6 +263,8 @@ def optimize(
         fp16: convert weights and compute to float16 (for GPU targets).
         keep_io_types: with ``fp16``, keep inputs and outputs float32.
         inputs: validation inputs (default: seeded random ones, 8 rows).
+        dims, allow_synthetic: with no inputs, the free dims' sizes and whether
+            guessing them (1) is accepted: see :func:`fastort.validate`.
         rtol, atol: validation tolerance (default 1e-3/1e-4; 1e-2/1e-2 with fp16).
         min_top1: least top-1 agreement of score outputs, when given.
         force: keep a result outside tolerance (with a warning).
@@ -305,12 +307,10 @@ def optimize(
         out = ort_optimize(out, level_value, chosen)
     after = ModelStats.of(out)
 
-    if inputs is None:
-        feeds = synthetic_inputs(source, dims={k: v for k, v in (fixed_dims or {}).items() if isinstance(v, int)})
-        notes.append("validated on seeded random inputs (give inputs= for real data)")
-    else:
-        feeds = normalize_feeds(source, inputs)
-    report = validate(source, out, feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False,
+    if inputs is None and dims is None and fixed_dims:
+        dims = {k: v for k, v in fixed_dims.items() if isinstance(v, int)}
+    feeds, synthetic = step_inputs(source, inputs, "optimize", dims, allow_synthetic)
+    report = validate(source, out, synthetic or feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False,
                       providers=["cpu"])
     forced = check_force("optimize", report, out, force, notes)
     if measure:

@@ -36,8 +36,7 @@ from .common import (
     StepResult,
     first_row,
     measure_latency,
-    normalize_feeds,
-    synthetic_inputs,
+    step_inputs,
 )
 from .convert import convert, framework_of
 from .optimize import optimize
@@ -110,6 +109,8 @@ def prepare(
     precision: str = "f32",
     example_inputs: Any = None,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     quantize: Optional[str] = None,
     calibration: Any = None,
     method: str = "minmax",
@@ -133,6 +134,9 @@ def prepare(
     convert_options: Optional[Mapping[str, Any]] = None,
     prune: Optional[float] = None,
     prune_options: Optional[Mapping[str, Any]] = None,
+    op_types: Optional[Sequence[str]] = None,
+    rtol: Optional[float] = None,
+    atol: Optional[float] = None,
 ) -> PrepareResult:
     """Runs the chain and writes a model package to ``outdir``.
 
@@ -148,6 +152,9 @@ def prepare(
         example_inputs: inputs for conversion (framework models).
         inputs: validation inputs (default: the example inputs, else up to 256
             rows of the calibration data, else seeded random ones).
+        dims, allow_synthetic: with no inputs (and no example or calibration
+            data), the free dims' sizes and whether guessing them (1) is
+            accepted: see :func:`fastort.validate`.
         quantize: None, ``"dynamic"`` or ``"static"`` (needs ``calibration``).
         calibration, method, per_channel, exclude_op_types, exclude_nodes:
             see :func:`fastort.prepare.quantize.quantize`.
@@ -167,6 +174,9 @@ def prepare(
             first (:func:`fastort.prepare.prune.prune`, with ``prune_options``, e.g.
             ``fine_tune``, ``metric``); the rest of the chain then starts from
             the pruned module.
+        op_types: quantize only these op types (as :func:`fastort.quantize`).
+        rtol, atol: tolerances of every step and of the end-to-end check
+            (default: each step's own).
     """
     from tqdm.auto import tqdm
 
@@ -233,10 +243,10 @@ def prepare(
         if inputs is None and calibration is not None and quantize == "static":
             reader = ArrayCalibrationReader(float_model, calibration)
             inputs = reader.head(256)
-        if inputs is None:
-            inputs = synthetic_inputs(float_model)
-            notes.append("validated on seeded random inputs (give inputs= for real data)")
-        feeds = normalize_feeds(float_model, inputs)
+        feeds, synthetic = step_inputs(float_model, inputs, "prepare", dims, allow_synthetic)
+        checked: Any = synthetic or feeds  # the steps record synthetic inputs as such
+        if synthetic is not None:
+            notes.append(f"validated on {synthetic.describe()}")
 
         # 2. optimize
         advance("optimize")
@@ -244,7 +254,8 @@ def prepare(
         optimized = optimize(float_model, level=level or ("basic" if quantize or ep_target else "extended"),
                              target="cpu" if ep_target else target,
                              simplifier=simplifier, fixed_dims=fixed_dims, fp16=fp16, keep_io_types=keep_io_types,
-                             inputs=feeds, min_top1=min_top1, force=force, measure=False)
+                             inputs=checked, min_top1=min_top1, force=force, measure=False,
+                             rtol=rtol, atol=atol)
         steps.append(optimized)
         bar.update(1)
 
@@ -252,7 +263,8 @@ def prepare(
         if quantize:
             advance("quantize")
             quantized = quantize_step(optimized, quantize, calibration, method, per_channel, exclude_op_types,
-                                      exclude_nodes, feeds, min_top1, force)
+                                      exclude_nodes, checked, min_top1, force, op_types=op_types,
+                                      **_tolerances(rtol, atol))
             steps.append(quantized)
             bar.update(1)
         final = steps[-1]
@@ -260,12 +272,14 @@ def prepare(
         # 4. end-to-end validation against the original
         advance("validate")
         tol = final.settings if final.step != "convert" else converted.settings
-        rtol, atol = tol.get("rtol", 1e-3), tol.get("atol", 1e-4)
-        if kind != "onnx" and final is not converted:
+        given_rtol, given_atol = rtol, atol
+        rtol = tol.get("rtol", 1e-3) if given_rtol is None else given_rtol
+        atol = tol.get("atol", 1e-4) if given_atol is None else given_atol
+        if kind != "onnx" and final is not converted and given_atol is None:
             # the framework's float32 against the final model: the loosest step tolerance plus conversion's
             atol = _widen(atol, converted.settings.get("atol", 1e-5))
         rows: List[StageRow] = []
-        end_to_end = validate(reference, final.model, feeds, rtol=rtol, atol=atol, min_top1=min_top1,
+        end_to_end = validate(reference, final.model, checked, rtol=rtol, atol=atol, min_top1=min_top1,
                               raise_on_failure=False)
         if not end_to_end.passed:
             if not force:
@@ -294,7 +308,7 @@ def prepare(
                 label = f"optimized ({step.settings['level']}{', fp16' if fp16 else ''})"
             elif step.step == "quantize":
                 label = f"{step.settings['mode']} int8"
-            report = end_to_end if step is final else validate(reference, step.model, feeds, rtol=rtol, atol=atol,
+            report = end_to_end if step is final else validate(reference, step.model, checked, rtol=rtol, atol=atol,
                                                                 raise_on_failure=False)
             rows.append(StageRow(label, ModelStats.of(step.model), report))
         bar.update(1)
@@ -337,9 +351,14 @@ def _widen(atol: Any, extra: float) -> Any:
 
 
 def quantize_step(model: StepResult, mode: str, calibration: Any, method: str, per_channel: bool,
-                  exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], feeds: Mapping[str, np.ndarray],
-                  min_top1: Optional[float], force: bool) -> StepResult:
+                  exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], feeds: Any,
+                  min_top1: Optional[float], force: bool, **options: Any) -> StepResult:
     return quantize(model, mode=mode, calibration=calibration, method=method, per_channel=per_channel,
                     exclude_op_types=exclude_op_types, exclude_nodes=exclude_nodes, inputs=feeds, min_top1=min_top1,
-                    force=force, measure=False)
+                    force=force, measure=False, **options)
+
+
+def _tolerances(rtol: Optional[float], atol: Optional[float]) -> Dict[str, float]:
+    """The tolerances given to prepare(), as keywords for a step (none: the step's defaults)."""
+    return {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
 

@@ -41,11 +41,13 @@ from .common import (
     measure_latency,
     normalize_feeds,
     prune_opsets,
-    quiet,
     save_model,
-    synthetic_inputs,
+    step_inputs,
+    take_rows,
     tool_versions,
 )
+from ..bench import SyntheticInputs
+from .tool_output import route_tool_output
 from .validate import run_model, validate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -98,7 +100,8 @@ def _preprocess(src: str, dst: str, notes: List[str], keep_names: bool = False) 
         # onnxruntime's symbolic shape inference, when it cannot finish, writes
         # sym_shape_infer_temp.onnx (and its data) into the working directory:
         # run it from the temporary folder (the paths here are absolute).
-        with warnings.catch_warnings(), quiet(), _CWD_LOCK, _in_dir(os.path.dirname(dst)):
+        route_tool_output("onnxruntime.quantization")
+        with warnings.catch_warnings(), _CWD_LOCK, _in_dir(os.path.dirname(dst)):
             warnings.simplefilter("ignore")
             quant_pre_process(src, dst, skip_symbolic_shape=not symbolic, skip_optimization=keep_names)
         return dst
@@ -178,6 +181,8 @@ def quantize(
     max_calibration_batches: Optional[int] = None,
     preprocess: bool = True,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     rtol: Optional[float] = None,
     atol: Optional[Union[float, Mapping[str, float]]] = None,
     atol_fraction: Optional[float] = None,
@@ -216,6 +221,8 @@ def quantize(
         preprocess: run onnxruntime's quantization pre-processing first.
         inputs: validation inputs (default: up to 256 rows of the calibration
             data, else seeded random inputs).
+        dims, allow_synthetic: with no inputs, the free dims' sizes and whether
+            guessing them (1) is accepted: see :func:`fastort.validate`.
         rtol, atol: validation tolerance (int8 default: rtol 0.1); ``atol=None`` is
             ``atol_fraction`` (int8 default: 0.05) of each output's largest magnitude.
         min_top1: least top-1 agreement of score outputs ``[N, classes]``, when given.
@@ -233,7 +240,8 @@ def quantize(
         return quantize_weights(model, path, mode=mode, block_size=block_size, symmetric=symmetric,
                                 accuracy_level=accuracy_level, algorithm=algorithm, exclude=exclude_nodes,
                                 calibration=calibration, calibration_batch_size=calibration_batch_size,
-                                max_calibration_batches=max_calibration_batches, inputs=inputs, target=target,
+                                max_calibration_batches=max_calibration_batches, inputs=inputs, dims=dims,
+                                allow_synthetic=allow_synthetic, target=target,
                                 rtol=rtol, atol=atol, atol_fraction=atol_fraction, min_top1=min_top1, force=force,
                                 measure=measure, latency_seconds=latency_seconds)
     rtol = 0.1 if rtol is None else rtol
@@ -266,7 +274,8 @@ def quantize(
         chosen_ops = _op_types(pre, {n.op_type for n in source.graph.node}, mode, op_types, exclude_op_types, notes)
         out_path = os.path.join(tmp, "quantized.onnx")
         try:
-            with warnings.catch_warnings(), quiet():
+            route_tool_output("onnxruntime.quantization")  # its prints and root-logger calls -> fastort.tools.*
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 if mode == "dynamic":
                     quantize_dynamic(src, out_path, op_types_to_quantize=chosen_ops, per_channel=per_channel,
@@ -293,14 +302,13 @@ def quantize(
 
     notes += check_kernels(out, target, what=f"the {mode} int8 model")
 
-    if inputs is not None:
-        feeds = normalize_feeds(source, inputs)
-    elif reader is not None and reader.head(256) is not None:
-        feeds = reader.head(256)  # type: ignore[assignment]
+    synthetic: Optional[SyntheticInputs] = None
+    head = reader.head(256) if inputs is None and reader is not None else None
+    if head is not None:
+        feeds: Dict[str, np.ndarray] = head
         notes.append("validated on the calibration data (give inputs= for held-out data)")
     else:
-        feeds = synthetic_inputs(source)
-        notes.append("validated on seeded random inputs (give inputs= for real data)")
+        feeds, synthetic = step_inputs(source, inputs, "quantize", dims, allow_synthetic)
     if atol is None:
         ref = run_model(source, feeds)
         atol = {}
@@ -311,7 +319,7 @@ def quantize(
                 mag = 0.0
             atol[name] = max(atol_fraction * mag, 1e-6)
     try:
-        report = validate(source, out, feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False)
+        report = validate(source, out, synthetic or feeds, rtol=rtol, atol=atol, min_top1=min_top1, raise_on_failure=False)
     except Exception as e:
         if isinstance(e, QuantizationError):
             raise

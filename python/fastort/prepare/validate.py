@@ -28,6 +28,7 @@ import numpy as np
 from .._format import format_table
 from ..engine import Engine
 from ..errors import ValidationError
+from ..bench import SyntheticInputs
 from .common import (
     StepResult,
     _as_array,
@@ -38,7 +39,7 @@ from .common import (
     serialized,
     is_keras,
     set_training,
-    synthetic_inputs,
+    default_inputs,
 )
 
 __all__ = ["validate", "ValidationReport", "OutputReport", "ValidationError", "run_model"]
@@ -108,6 +109,9 @@ class ValidationReport:
     reference: str = ""
     candidate: str = ""
     notes: List[str] = field(default_factory=list)
+    #: where the inputs came from: {"source": "given"} or a synthetic record
+    #: (seed, shapes, and the free dims given, set to the batch, or guessed).
+    inputs: Dict[str, Any] = field(default_factory=lambda: {"source": "given"})
 
     @property
     def passed(self) -> bool:
@@ -135,7 +139,8 @@ class ValidationReport:
         return {"passed": self.passed, "rtol": self.rtol, "atol": self.atol, "min_top1": self.min_top1,
                 "samples": self.samples, "reference": self.reference, "candidate": self.candidate,
                 "max_abs_error": self.max_abs_error, "top1_agreement": self.top1_agreement,
-                "outputs": [o.to_dict() for o in self.outputs], "notes": list(self.notes)}
+                "outputs": [o.to_dict() for o in self.outputs], "notes": list(self.notes),
+                "inputs": dict(self.inputs)}
 
     def __str__(self) -> str:
         atol = (f"{self.atol:g}" if isinstance(self.atol, (int, float))
@@ -410,6 +415,8 @@ def validate(
     classifier: Optional[bool] = None,
     raise_on_failure: bool = True,
     providers: Sequence[str] = ("cpu",),
+    dims: Any = None,
+    allow_synthetic: bool = False,
 ) -> ValidationReport:
     """Runs ``reference`` and ``candidate`` on ``inputs`` and compares their outputs.
 
@@ -421,7 +428,13 @@ def validate(
         candidate: the ONNX model to check.
         inputs: a dict input name -> array, a list of arrays in input order or,
             for one input, the array; cast to the models' dtypes. None: seeded
-            random inputs from the candidate's input specs (8 rows).
+            random inputs from the candidate's input specs (8 rows), said so in
+            the report (``report.inputs``, a note).
+        dims: with no inputs, sizes of the free dims: ``{"height": 224}`` (by
+            symbolic name) or ``{"x:2": 224}`` (input:axis), or ``["height=224"]``.
+        allow_synthetic: with no inputs, accept free dims nobody gave a size
+            (set to 1). Without it that is a :class:`ValidationError` naming them:
+            a model is not called validated on shapes nobody gave.
         rtol, atol: per element, ``|candidate - reference| <= atol + rtol * |reference|``;
             ``atol`` may be a dict output name -> atol (outputs left out: 0).
         min_top1: when given, the least top-1 agreement of score outputs
@@ -449,7 +462,10 @@ def validate(
     if inputs is None:
         if not _is_onnx(reference) or isinstance(candidate, Engine):
             raise ValidationError("validate: give inputs (example data for the model)")
-        inputs = synthetic_inputs(load_model(candidate))
+        inputs = default_inputs(load_model(candidate), "validate", dims, allow_synthetic)
+    synthetic = inputs if isinstance(inputs, SyntheticInputs) else None
+    if synthetic is not None:
+        inputs = synthetic.feeds
     atols = dict(atol) if isinstance(atol, Mapping) else None
     scalar_atol = 0.0 if isinstance(atol, Mapping) else float(atol)
     for value, name in [(rtol, "rtol")] + ([(v, f"atol[{k!r}]") for k, v in atols.items()] if atols else [(atol, "atol")]):
@@ -470,6 +486,9 @@ def validate(
                               atol={k: float(v) for k, v in atols.items()} if atols is not None else scalar_atol,
                               min_top1=min_top1, samples=samples,
                               reference=describe(reference), candidate=describe(candidate))
+    if synthetic is not None:
+        report.inputs = synthetic.provenance()
+        report.notes.append(synthetic.describe())
     if isinstance(ref_out, Mapping):
         if set(ref_out) == set(cand_names):
             ref_values = [ref_out[n] for n in cand_names]

@@ -21,7 +21,7 @@ TARGET_PROVIDERS = {"openvino": "openvino"}
 
 def validate_on_ep(model: Any, inputs: Any = None, target: str = "openvino", precision: str = "f32",
                    rtol: Optional[float] = None, atol: Optional[float] = None, *,
-                   raise_on_failure: bool = True) -> Any:
+                   raise_on_failure: bool = True, dims: Any = None, allow_synthetic: bool = False) -> Any:
     """A :class:`fastort.validate.ValidationReport` of ``model`` on ``target``'s
     EP in ``precision`` against the CPU EP. Tolerances default to 1e-4 for f32
     and to the precision's own (fastort.runtime.precision.tolerance) otherwise. Raises
@@ -36,10 +36,10 @@ def validate_on_ep(model: Any, inputs: Any = None, target: str = "openvino", pre
     default = ep_precision.tolerance(ep_precision.check(precision)) or (1e-4, 1e-4)
     rtol = default[0] if rtol is None else rtol
     atol = default[1] if atol is None else atol
-    if inputs is None:  # seeded random inputs from the model's input specs
-        from .common import load_model, synthetic_inputs
+    if inputs is None:  # seeded random inputs from the model's input specs (free dims given or opted into)
+        from .common import load_model, step_inputs
 
-        inputs = synthetic_inputs(load_model(model))
+        inputs = step_inputs(load_model(model), None, "validate --target", dims, allow_synthetic)[1]
     reference = Engine(model, providers=["cpu"])
     candidate = Engine(model, providers=[provider], precision=precision, strict_providers=True)
     report = validate(reference, candidate, inputs, rtol=rtol, atol=atol, raise_on_failure=False)

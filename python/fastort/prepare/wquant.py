@@ -40,15 +40,14 @@ from .common import (
     first_row,
     load_model,
     measure_latency,
-    normalize_feeds,
     prune_opsets,
-    quiet,
     require,
     save_model,
-    synthetic_inputs,
+    step_inputs,
     tool_versions,
 )
 from .kernels import check_kernels
+from .tool_output import route_tool_output
 
 if TYPE_CHECKING:  # pragma: no cover
     import os
@@ -229,7 +228,8 @@ def _run_quantizer(source: "onnx.ModelProto", cfg: WeightOnlyConfig, reader: Any
     try:
         for lg in loggers:
             lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), quiet():
+        route_tool_output("onnxruntime.quantization")  # its prints and root-logger calls -> fastort.tools.*
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantizer = MatMulNBitsQuantizer(
                 model=copy.deepcopy(source), bits=cfg.bits, block_size=cfg.block_size, is_symmetric=cfg.symmetric,
@@ -276,6 +276,8 @@ def quantize_weights(
     calibration_batch_size: Optional[int] = None,
     max_calibration_batches: Optional[int] = None,
     inputs: Any = None,
+    dims: Any = None,
+    allow_synthetic: bool = False,
     target: str = "cpu",
     rtol: Optional[float] = None,
     atol: Optional[Union[float, Mapping[str, float]]] = None,
@@ -353,14 +355,12 @@ def quantize_weights(
     notes += check_kernels(out, target, what=f"the {mode} model ({algorithm}, block {block_size})")
     after = ModelStats.of(out)
 
-    if inputs is not None:
-        feeds = normalize_feeds(source, inputs)
-    elif reader is not None and reader.head(256) is not None:
-        feeds = reader.head(256)  # type: ignore[assignment]
+    head = reader.head(256) if inputs is None and reader is not None else None
+    if head is not None:
+        feeds: Dict[str, np.ndarray] = head
         notes.append("validated on the calibration data (give inputs= for held-out data)")
     else:
-        feeds = synthetic_inputs(source)
-        notes.append("validated on seeded random inputs (give inputs= for real data)")
+        feeds, _ = step_inputs(source, inputs, "quantize", dims, allow_synthetic)
     tol: Union[float, Mapping[str, float]] = _atol(source, feeds, fraction) if atol is None else atol
     try:
         report = validate(source, out, feeds, rtol=rtol, atol=tol, min_top1=min_top1, raise_on_failure=False)
