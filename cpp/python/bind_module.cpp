@@ -44,4 +44,5 @@ PYBIND11_MODULE(_core, m) {
   fastort::bind::bind_tensor(m);
   fastort::bind::bind_config(m);
   fastort::bind::bind_engine(m);
+  fastort::bind::bind_bound(m);
 }

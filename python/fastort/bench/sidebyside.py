@@ -18,6 +18,7 @@ from .timing import Timing, compare
 __all__ = ["BASELINE", "side_by_side", "format_table"]
 
 BASELINE = "onnxruntime InferenceSession.run"
+BOUND = "fastort engine.bind() call"
 
 
 def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: int = 1, seconds: float = 4.0,
@@ -39,10 +40,14 @@ def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: i
     sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
     feeds = dict(feeds)
     out_names = [o.name for o in sess.get_outputs()]
+    bound = engine.bind()
+    args = [feeds[spec.name] for spec in engine.inputs] if set(feeds) == {s.name for s in engine.inputs} else []
     methods: Dict[str, Callable[[], Any]] = {
         "fastort Engine.run": lambda: engine.run(feeds),
         BASELINE: lambda: sess.run(out_names, feeds),
     }
+    if args:
+        methods[BOUND] = lambda: bound(*args)
     try:
         binding = sess.io_binding()
         for name, value in feeds.items():

@@ -504,6 +504,25 @@ class Engine:
                 return core.run(inputs, outputs, out, timeout or 0.0, priority)
         return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format)
 
+    def bind(self, outputs: Optional[Sequence[str]] = None, *, copy: bool = True) -> "_core.BoundCall":
+        """A callable for a latency-critical loop: ``call = engine.bind()``, then
+        ``y, = call(x)`` with the inputs as positional host numpy arrays in input
+        order, returning a tuple of the ``outputs`` (default: all) in that order.
+
+        It keeps one onnxruntime IoBinding on one replica, names resolved once:
+        an input passed again in the same buffer with the same shape is not bound
+        again, and tensor outputs are written into buffers allocated once per
+        input-shape signature. With ``copy=True`` each call returns fresh arrays
+        (copies of those buffers); ``copy=False`` returns the buffers themselves,
+        which the next call overwrites. Unbatched; calls on one bound callable
+        are serialized (thread-safe, not parallel): make one per thread. Device
+        (CUDA) and string inputs go through :meth:`run`.
+        """
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        return core.bind(None if outputs is None else list(outputs), copy)
+
     def _run_formatted(self, core: "_core.Engine", inputs: Inputs, outputs: Optional[Sequence[str]],
                        out: Optional[Mapping[str, np.ndarray]], timeout: Optional[float], priority: int,
                        fmt: str) -> Dict[str, Any]:
