@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "fastort/batcher.h"
+#include "fastort/engine.h"
 #include "fastort/dlpack_abi.h"
 #include "fastort/session.h"
 #include "fastort/tensor.h"
@@ -31,6 +32,7 @@ void bind_tensor(py::module_& m);   // bind_tensor.cpp: fastort.Tensor
 void bind_config(py::module_& m);   // bind_config.cpp: EngineConfig, BatchConfig, batchability
 void bind_engine(py::module_& m);   // bind_engine.cpp: the engine class
 void bind_devices(py::module_& m);  // bind_devices.cpp: plugin EP libraries, EP devices
+void bind_bound(py::module_& m);    // bind_bound.cpp: BoundCall (Engine.bind)
 
 // ---------------------------------------------------------------- errors ----
 // The Python exception (an instance, not raised) for a failed request.
@@ -100,6 +102,10 @@ std::vector<size_t> select_outputs(const Session& model, py::handle outputs);
 // out= buffers: one view per selected output (empty for None); `out_arrays` keeps them.
 std::vector<TensorView> parse_out(const Session& model, py::handle out, const std::vector<size_t>& selected,
                                   std::vector<py::object>& out_arrays);
+
+// ----------------------------------------------------------------- bound ----
+// bind_bound.cpp: Engine.bind()'s callable over the outputs `selected`.
+py::object make_bound_call(std::shared_ptr<Engine> core, std::vector<size_t> selected, bool copy);
 
 // ---------------------------------------------------------------- tensor ----
 // A tensor output as a fastort.Tensor left where onnxruntime put it; other

@@ -187,6 +187,10 @@ class PyEngine {
 
   void reset_stats() { core_->reset_stats(); }
 
+  py::object bind_call(py::handle outputs, bool copy) const {
+    return make_bound_call(core_, select_outputs(model(), outputs), copy);
+  }
+
  private:
   void parse(py::handle inputs, std::vector<Held>& held, std::vector<TensorView>& views) const {
     parse_inputs(model(), input_names_, core_->pool().limits().max_bytes, inputs, held, views);
@@ -355,7 +359,8 @@ void bind_engine(py::module_& m) {
       .def("pop_completions", &PyEngine::pop_completions, py::arg("timeout"))
       .def("close", &PyEngine::close, py::arg("drain") = true)
       .def("stats", &PyEngine::stats)
-      .def("reset_stats", &PyEngine::reset_stats);
+      .def("reset_stats", &PyEngine::reset_stats)
+      .def("bind", &PyEngine::bind_call, py::arg("outputs") = py::none(), py::arg("copy") = true);
 }
 
 }  // namespace bind

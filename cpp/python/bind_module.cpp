@@ -45,4 +45,5 @@ PYBIND11_MODULE(_core, m) {
   fastort::bind::bind_config(m);
   fastort::bind::bind_engine(m);
   fastort::bind::bind_devices(m);
+  fastort::bind::bind_bound(m);
 }

@@ -111,6 +111,17 @@ class Session {
   void check_input(size_t index, const TensorView& view) const;
   // Same for a caller-provided output buffer (which must be a non-string tensor).
   void check_output_buffer(size_t index, const TensorView& view) const;
+  // Input `index` as an onnxruntime value over the view's memory (checked as
+  // check_input does); for callers that bind values themselves (IoBinding).
+  Ort::Value input_value(size_t index, const TensorView& view) const {
+    check_input(index, view);
+    return wrap(view, "input", inputs_.at(index).name);
+  }
+  // Output `index` as an onnxruntime value over a caller buffer (checked).
+  Ort::Value output_value(size_t index, const TensorView& view) const {
+    check_output_buffer(index, view);
+    return wrap(view, "output buffer for", outputs_.at(index).name);
+  }
 
   // Runs the model. `inputs`: one view per model input, in model order; buffers
   // are read in place. `outputs`: indices of the outputs wanted (all when empty).

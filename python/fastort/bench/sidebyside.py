@@ -18,6 +18,8 @@ from .timing import Timing, compare
 __all__ = ["BASELINE", "side_by_side", "format_table"]
 
 BASELINE = "onnxruntime InferenceSession.run"
+BOUND = "fastort engine.bind() call"
+QUEUED = "fastort Engine.run, queued (max_batch_size=8)"
 
 
 def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: int = 1, seconds: float = 4.0,
@@ -39,10 +41,16 @@ def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: i
     sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
     feeds = dict(feeds)
     out_names = [o.name for o in sess.get_outputs()]
+    queued = Engine(model_path, intra_op_threads=threads, max_batch_size=8)  # a lone client through the queue
+    bound = engine.bind()
+    args = [feeds[spec.name] for spec in engine.inputs] if set(feeds) == {s.name for s in engine.inputs} else []
     methods: Dict[str, Callable[[], Any]] = {
         "fastort Engine.run": lambda: engine.run(feeds),
         BASELINE: lambda: sess.run(out_names, feeds),
     }
+    methods[QUEUED] = lambda: queued.run(feeds)
+    if args:
+        methods[BOUND] = lambda: bound(*args)
     try:
         binding = sess.io_binding()
         for name, value in feeds.items():
@@ -69,6 +77,7 @@ def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: i
 
     timings = compare(methods, seconds=seconds, rows_per_call=rows_per_call)
     engine.close()
+    queued.close()
     del sess, binding
     if native and len(feeds) == 1 and next(iter(feeds.values())).dtype == np.float32:
         # About a third of the Python side's time, at the cost per call it measured.

@@ -39,6 +39,7 @@ from ..errors import (ConfigError, EngineClosedError, InvalidInputError, ModelLo
                       ProviderUnavailableError)
 from ..runtime import precision as _precision
 from ..runtime import providers as _prov
+from ._process import disown, inherited_note, pickle_source
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
 from ._weights import release_pages, split_weights
@@ -472,6 +473,7 @@ class Engine:
     """
 
     def __init__(self, model: ModelLike, options: Optional[EngineOptions] = None, **keywords: Any) -> None:
+        self._model_ref: Any = model  # what pickling sends (see _process.pickle_source)
         if isinstance(model, (str, os.PathLike)) and is_package(model):
             model, options = package_options(model, options, **keywords)
         else:
@@ -485,7 +487,14 @@ class Engine:
         the package's recommended settings for every keyword not given."""
         return cls(*package_options(path, options, **keywords))
 
+    def __reduce__(self) -> Tuple[Any, Tuple[Union[str, bytes], EngineOptions]]:
+        """Pickled by reconstruction: the model's path (file or package: its
+        weights are not sent) or, for an engine made from bytes or a ModelProto,
+        the model bytes, with the engine's options; unpickling opens a new engine."""
+        return (Engine, (pickle_source(self._model_ref), self.options))
+
     def _open(self, model: ModelLike, options: EngineOptions) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._core: Optional[_core.Engine] = None
         self._completion_thread: Optional[threading.Thread] = None
@@ -612,6 +621,25 @@ class Engine:
             if output_format is None:  # the fast path: numpy out
                 return core.run(inputs, outputs, out, timeout or 0.0, priority)
         return self._run_formatted(core, inputs, outputs, out, timeout, priority, output_format)
+
+    def bind(self, outputs: Optional[Sequence[str]] = None, *, copy: bool = True) -> "_core.BoundCall":
+        """A callable for a latency-critical loop: ``call = engine.bind()``, then
+        ``y, = call(x)`` with the inputs as positional host numpy arrays in input
+        order, returning a tuple of the ``outputs`` (default: all) in that order.
+
+        It keeps one onnxruntime IoBinding on one replica, names resolved once:
+        an input passed again in the same buffer with the same shape is not bound
+        again, and tensor outputs are written into buffers allocated once per
+        input-shape signature. With ``copy=True`` each call returns fresh arrays
+        (copies of those buffers); ``copy=False`` returns the buffers themselves,
+        which the next call overwrites. Unbatched; calls on one bound callable
+        are serialized (thread-safe, not parallel): make one per thread. Device
+        (CUDA) and string inputs go through :meth:`run`.
+        """
+        core = self._core
+        if core is None:
+            raise EngineClosedError(f"engine for {self._source} is closed")
+        return core.bind(None if outputs is None else list(outputs), copy)
 
     def _run_formatted(self, core: "_core.Engine", inputs: Inputs, outputs: Optional[Sequence[str]],
                        out: Optional[Mapping[str, np.ndarray]], timeout: Optional[float], priority: int,
@@ -803,6 +831,21 @@ class Engine:
 #: Engines not closed yet; closed at interpreter exit, before Python stops its
 #: threads, so that no thread is left waiting inside the native core.
 _live_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """Engines inherited through fork() refuse to run (EngineClosedError saying
+    why): onnxruntime's thread pools and fastort's workers stay in the parent."""
+    for engine in list(_live_engines):
+        core, engine._core = getattr(engine, "_core", None), None
+        disown(core)
+        engine._completion_thread = None
+        engine._lock = threading.Lock()  # may have been held by a parent thread at the fork
+        engine._source = inherited_note(engine._source, engine._pid)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
