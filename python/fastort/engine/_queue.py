@@ -19,10 +19,12 @@ def deliver_completions(core: "_core.Engine") -> None:
         items = core.pop_completions(0.25)
         if items is None:
             return
-        for token, result, error in items:
+        for token, result, error, queue_us, compute_us in items:
             if isinstance(token, concurrent.futures.Future):
                 if token.cancelled():
                     continue
+                # Per-request timing (Triton's queue vs compute durations).
+                token.timing = {"queue_us": queue_us, "compute_us": compute_us}  # type: ignore[attr-defined]
                 try:
                     if error is not None:
                         token.set_exception(error)
