@@ -47,7 +47,9 @@ size_t bucket_high(size_t bucket) noexcept { return (size_t{2} << bucket) - 1; }
 void observe_run(CostModel& costs, size_t rows, double us, double alpha) noexcept {
   if (rows == 0 || !(us >= 0) || !std::isfinite(us)) return;
   const size_t b = bucket_of(rows);
-  const double per_row = us / static_cast<double>(rows);
+  double per_row = us / static_cast<double>(rows);
+  // A descheduled run on a loaded machine moves the estimate by at most 2x.
+  if (costs.samples[b]) per_row = std::min(per_row, 2 * costs.us_per_row[b]);
   costs.us_per_row[b] = costs.samples[b] ? (1 - alpha) * costs.us_per_row[b] + alpha * per_row : per_row;
   ++costs.samples[b];
 }

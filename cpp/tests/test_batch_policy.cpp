@@ -113,6 +113,10 @@ void test_cost_model() {
   observe_run(c, 0, 1e9);           // ignored
   observe_run(c, 2, -1);            // ignored
   CHECK(c.samples[1] == 0);
+  CostModel o;  // an outlier (a descheduled run) moves the estimate by at most 2x per sample
+  observe_run(o, 1, 100);
+  observe_run(o, 1, 1e6, 0.5);
+  CHECK(expected_us(o, 1) == 150);
 
   const auto t0 = Clock::now();
   observe_arrival(c, 1, t0);

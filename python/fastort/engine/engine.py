@@ -37,6 +37,7 @@ from .. import _core
 from .. import runtime as _runtime
 from ..errors import ConfigError, EngineClosedError, InvalidInputError, ModelLoadError, ModelNotFoundError
 from ..runtime import providers as _prov
+from ..runtime.logs import flush_runtime_log
 from ._padding import check_padding
 from ._queue import chunks, deliver_completions, progress_bar
 from ._source import check_external_data, check_no_external_data, describe, model_bytes
@@ -204,6 +205,12 @@ class EngineOptions:
             instead of falling back (with a warning) to the next one and CPU.
         replicas: onnxruntime sessions of the model that serve requests in
             parallel; they share onnxruntime's prepacked weights.
+        allow_spinning: let onnxruntime's intra/inter-op threads spin while
+            waiting for work (onnxruntime's own default). Off by default: on a
+            machine shared with other work (or with several replicas and the
+            batcher's workers) spinning threads take the cores the runs need;
+            measured 1.4x-2.2x more requests/s with it off (README). A
+            ``session_config`` entry for it wins.
         use_global_thread_pool: run every replica on onnxruntime's process-wide
             thread pools (see :func:`fastort.configure_global_threads`) instead of
             pools of their own.
@@ -238,6 +245,7 @@ class EngineOptions:
     session_config: Optional[Mapping[str, str]] = None
     strict_providers: bool = False
     replicas: int = 1
+    allow_spinning: bool = False
     use_global_thread_pool: bool = False
     share_weights: bool = True
     max_batch_size: Optional[int] = None
@@ -295,6 +303,9 @@ def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> "_core.
         if not isinstance(key, str):
             raise ConfigError(f"session_config keys must be str, got {key!r}")
         entries.append((key, value if isinstance(value, str) else str(value)))
+    for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+        if key not in (o.session_config or {}):
+            entries.append((key, "1" if o.allow_spinning else "0"))
     config.session_config = entries
     intra = _threads(o.intra_op_threads, "intra_op_threads")
     if intra == 0 and replicas > 1 and not o.use_global_thread_pool:
@@ -413,7 +424,10 @@ class Engine:
         self._weights_mapping: Any = None
         if config.replicas > 1 and config.share_weights:
             source, weights, self._weights_mapping = split_weights(model, source)
-        core = self._open_core(source, config, weights, options.strict_providers)
+        try:
+            core = self._open_core(source, config, weights, options.strict_providers)
+        finally:
+            flush_runtime_log()  # what onnxruntime said while loading the model
         del weights
         release_pages(self._weights_mapping)
         self._core = core
