@@ -88,10 +88,12 @@ size_t batch_cap(const BatchConfig& config, const CostModel* costs) noexcept {
     if (!costs->samples[b]) continue;
     const bool good = costs->us_per_row[b] <= best * 1.1;
     if (good) last_good = b;
-    larger_worse = !good;  // ends true when the largest measured bucket is worse
+    // ends true when the largest measured bucket is worse (on a few samples, not one)
+    larger_worse = !good && costs->samples[b] >= kMinSamples;
   }
   if (!larger_worse) return max;
-  return std::max<size_t>(1, std::min(max, bucket_high(last_good)));
+  // Up to the next bucket: it keeps being measured, so a cap set by noise recovers.
+  return std::max<size_t>(1, std::min(max, bucket_high(std::min(last_good + 1, CostModel::kBuckets - 1))));
 }
 
 size_t take_rows(const BatchConfig& config, const CostModel* costs, size_t queued_rows, size_t free_workers) noexcept {

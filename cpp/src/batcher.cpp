@@ -210,7 +210,7 @@ uint64_t Batcher::submit(Request request, bool run_here) {
     p->id = next_id_++;
     p->enqueued = Clock::now();
     observe_arrival(costs_, rows, p->enqueued);
-    if (run_here && options_.adaptive && queued_requests_ == 0 && p->req.deadline > p->enqueued) {
+    if (run_here && options_.adaptive && queued_requests_ == 0 && in_flight_ == 0 && p->req.deadline > p->enqueued) {
       size_t replica = busy_.size();
       for (size_t r = 0; r < busy_.size() && replica == busy_.size(); ++r)
         if (!busy_[r]) replica = r;

@@ -134,10 +134,13 @@ void test_cap_and_share() {
   observe_run(c, 1, 100);
   observe_run(c, 4, 200);   // 50/row
   CHECK(batch_cap(config, &c) == 32);  // the largest measured is the best: keep growing
-  observe_run(c, 16, 1600);  // 100/row: worse than 4-7 rows
-  CHECK(batch_cap(config, &c) == 7);
+  observe_run(c, 16, 1600);  // 100/row: worse than 4-7 rows, but one sample may be noise
+  CHECK(batch_cap(config, &c) == 32);
+  observe_run(c, 16, 1600);
+  observe_run(c, 16, 1600);
+  CHECK(batch_cap(config, &c) == 15);  // best 4-7; 8-15 stays open to measurement
   observe_run(c, 8, 8 * 52);  // 52/row: within 10% of the best
-  CHECK(batch_cap(config, &c) == 15);
+  CHECK(batch_cap(config, &c) == 31);
   config.adaptive = false;
   CHECK(batch_cap(config, &c) == 32);
   config.adaptive = true;
@@ -197,8 +200,8 @@ void test_decide_adaptive() {
   CHECK(decide(config, q, t0 + microseconds(1995)).what == Dispatch::Free);
   CHECK(decide(config, q, t0 + microseconds(2000)).what == Dispatch::Delayed);
   // The learned cap counts as full.
-  observe_run(g, 16, 16 * 1000);
-  CHECK(batch_cap(config, &g) < 16);
+  for (int k = 0; k < 3; ++k) observe_run(g, 16, 16 * 1000);
+  CHECK(batch_cap(config, &g) == 15);
   q.rows_like_oldest = batch_cap(config, &g);
   CHECK(decide(config, q, t0).what == Dispatch::Full);
   CHECK(std::string(to_string(Dispatch::Free)) == "free");

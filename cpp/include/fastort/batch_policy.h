@@ -89,10 +89,14 @@ void observe_arrival(CostModel& costs, size_t rows, Clock::time_point now, doubl
 // The expected time (µs) of a batch of `rows` rows from the nearest measured
 // bucket; negative when nothing was measured.
 double expected_us(const CostModel& costs, size_t rows) noexcept;
-// The batch size that pays: the top of the smallest bucket whose cost per row
-// is within 10% of the best measured, when some larger measured bucket is
-// worse than that; max_batch_size while larger sizes are unmeasured or as good.
+// The batch size that pays: the top of the bucket after the largest one whose
+// cost per row is within 10% of the best measured, when the largest measured
+// bucket is worse than that; max_batch_size while larger sizes are unmeasured
+// or as good.
+// (A bucket counts as worse after kMinSamples runs; the cap reaches into the
+// next bucket so that it keeps being measured.)
 size_t batch_cap(const BatchConfig& config, const CostModel* costs) noexcept;
+constexpr uint64_t kMinSamples = 3;
 // Rows one free worker takes from `queued_rows` when `free_workers` workers
 // (itself included) are free: an even share, at most the cap.
 size_t take_rows(const BatchConfig& config, const CostModel* costs, size_t queued_rows, size_t free_workers) noexcept;

@@ -84,7 +84,7 @@ class Batcher {
   // Queues a request. Throws InvalidInputError (does not fit the model),
   // QueueFullError (backpressure) or ClosedError. Returns an id for cancel().
   // With `run_here` (a caller that waits for the result anyway), an adaptive
-  // queue that is empty while a replica is free runs the request on the
+  // queue that is empty while no batch runs anywhere runs the request on the
   // calling thread at once, skipping two thread hand-offs; it returns 0 then,
   // and `done` was called. Call it without holding locks `done` needs.
   uint64_t submit(Request request, bool run_here = false);
