@@ -84,6 +84,7 @@ void bind_config(py::module_& m) {
       .def_readwrite("max_queue_rows", &B::max_queue_rows)
       .def_readwrite("batch_axis", &B::batch_axis)
       .def_readwrite("priority_levels", &B::priority_levels)
+      .def_readwrite("adaptive", &B::adaptive)
       .def_property(
           "padding",
           [](const B& c) {

@@ -143,7 +143,7 @@ class PyEngine {
           error = exception_object(std::current_exception());
         }
       }
-      out.append(py::make_tuple(c.token->get(), result, error));
+      out.append(py::make_tuple(c.token->get(), result, error, c.outcome.queue_us, c.outcome.run_us));
     }
     return std::move(out);
   }
@@ -159,7 +159,20 @@ class PyEngine {
 
   py::dict stats() const {
     py::dict d;
-    if (!core_->has_queue()) return d;
+    const SessionPool::DirectStats ds = core_->pool().direct_stats();
+    py::dict direct;
+    direct["requests"] = ds.requests;
+    direct["failed"] = ds.failed;
+    direct["compute_us_total"] = ds.run_us_total;
+    direct["latency_mean_us"] = ds.requests ? ds.run_us_total / static_cast<double>(ds.requests) : 0.0;
+    d["direct"] = direct;
+    if (!core_->has_queue()) {  // a plain engine: its runs are all direct
+      d["requests"] = ds.requests;
+      d["failed"] = ds.failed;
+      d["latency_mean_us"] = direct["latency_mean_us"];
+      d["compute_us_total"] = ds.run_us_total;
+      return d;
+    }
     BatcherStats s = core_->stats();
     py::dict hist;
     for (size_t n = 0; n < s.batch_rows_histogram.size(); ++n)
@@ -182,10 +195,27 @@ class PyEngine {
     d["elapsed_s"] = s.elapsed_s;
     d["rows_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.rows) / s.elapsed_s : 0.0;
     d["requests_per_s"] = s.elapsed_s > 0 ? static_cast<double>(s.requests) / s.elapsed_s : 0.0;
+    // Cumulative, as Triton's nv_inference_queue_duration_us / compute_infer_duration_us.
+    d["queue_us_total"] = s.queue_us_total;
+    d["compute_us_total"] = s.run_us_total;
+    py::dict policy, per_row, reasons;
+    for (size_t b = 0; b < CostModel::kBuckets; ++b)
+      if (s.costs.samples[b]) per_row[py::int_(bucket_low(b))] = s.costs.us_per_row[b];
+    for (size_t k = 1; k < kDispatchKinds; ++k)
+      if (s.dispatch[k]) reasons[to_string(static_cast<Dispatch>(k))] = s.dispatch[k];
+    policy["adaptive"] = s.adaptive;
+    policy["batch_cap"] = s.batch_cap;
+    policy["us_per_row_by_batch_size"] = per_row;
+    policy["arrival_gap_us"] = s.costs.arrival_gap_us;
+    policy["dispatch_reasons"] = reasons;
+    d["policy"] = policy;
     return d;
   }
 
-  void reset_stats() { core_->reset_stats(); }
+  void reset_stats() {
+    core_->pool().reset_direct_stats();
+    core_->reset_stats();
+  }
 
   py::object bind_call(py::handle outputs, bool copy) const {
     return make_bound_call(core_, select_outputs(model(), outputs), copy);
@@ -282,8 +312,12 @@ class PyEngine {
     auto waiter = std::make_shared<Waiter>();
     Request request = make_request(held, timeout_s, priority);
     request.done = Waiter::callback(waiter);
-    const uint64_t id = core_->submit(std::move(request));
-    for (bool done = false; !done;) {
+    uint64_t id;
+    {
+      py::gil_scoped_release release;  // an idle adaptive queue runs it here and now
+      id = core_->submit(std::move(request), /*run_here=*/true);
+    }
+    for (bool done = id == 0; !done;) {
       {
         py::gil_scoped_release release;
         done = waiter->wait_for(std::chrono::milliseconds(50));

@@ -4,6 +4,7 @@
 
 #include "fastort/device.h"
 #include "fastort/runtime.h"
+#include "fastort/runtime_log.h"
 
 namespace {
 
@@ -12,6 +13,17 @@ void bind_runtime(py::module_& m) {
   m.def("load_runtime", [](const std::string& path) { Runtime::load(path); }, py::arg("path"),
         "Load libonnxruntime from `path` (once per process).");
   m.def("runtime_loaded", &Runtime::is_loaded);
+  m.def(
+      "drain_runtime_log",
+      []() {
+        uint64_t dropped = 0;
+        std::vector<RuntimeLogLine> lines = drain_runtime_log(dropped);
+        py::list out;
+        for (auto& l : lines) out.append(py::make_tuple(l.severity, l.category, l.logid, l.location, l.message));
+        return py::make_tuple(out, dropped);
+      },
+      "onnxruntime's queued log lines [(severity, category, logid, code location, message)] and how many were "
+      "dropped (the queue is bounded)");
   m.def("shared_weight_file", &shared_weight_file, py::arg("initializer"));
   m.def("runtime_info", []() {
     RuntimeInfo info = Runtime::get().info();

@@ -1,5 +1,8 @@
 #include "fastort/batch_policy.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "fastort/errors.h"
 
 namespace fastort {
@@ -30,14 +33,97 @@ Batchability batchability(const std::vector<IOInfo>& inputs, const std::vector<I
   return {};
 }
 
+size_t bucket_of(size_t rows) noexcept {
+  size_t b = 0;
+  while (rows > 1 && b + 1 < CostModel::kBuckets) {
+    rows >>= 1;
+    ++b;
+  }
+  return b;
+}
+size_t bucket_low(size_t bucket) noexcept { return size_t{1} << bucket; }
+size_t bucket_high(size_t bucket) noexcept { return (size_t{2} << bucket) - 1; }
+
+void observe_run(CostModel& costs, size_t rows, double us, double alpha) noexcept {
+  if (rows == 0 || !(us >= 0) || !std::isfinite(us)) return;
+  const size_t b = bucket_of(rows);
+  double per_row = us / static_cast<double>(rows);
+  // A descheduled run on a loaded machine moves the estimate by at most 2x.
+  if (costs.samples[b]) per_row = std::min(per_row, 2 * costs.us_per_row[b]);
+  costs.us_per_row[b] = costs.samples[b] ? (1 - alpha) * costs.us_per_row[b] + alpha * per_row : per_row;
+  ++costs.samples[b];
+}
+
+void observe_arrival(CostModel& costs, size_t rows, Clock::time_point now, double alpha) noexcept {
+  if (rows == 0) rows = 1;
+  if (costs.has_arrival && now >= costs.last_arrival) {
+    const double gap = std::chrono::duration<double, std::micro>(now - costs.last_arrival).count() /
+                       static_cast<double>(rows);
+    costs.arrival_gap_us = costs.arrival_gap_us > 0 ? (1 - alpha) * costs.arrival_gap_us + alpha * gap : gap;
+  }
+  costs.last_arrival = now;
+  costs.has_arrival = true;
+}
+
+double expected_us(const CostModel& costs, size_t rows) noexcept {
+  if (rows == 0) return 0;
+  const size_t b = bucket_of(rows);
+  for (size_t d = 0; d < CostModel::kBuckets; ++d) {  // nearest measured bucket, the smaller one first
+    if (b >= d && costs.samples[b - d]) return costs.us_per_row[b - d] * static_cast<double>(rows);
+    if (b + d < CostModel::kBuckets && costs.samples[b + d]) return costs.us_per_row[b + d] * static_cast<double>(rows);
+  }
+  return -1;
+}
+
+size_t batch_cap(const BatchConfig& config, const CostModel* costs) noexcept {
+  const size_t max = config.max_batch_size;
+  if (!config.adaptive || costs == nullptr) return max;
+  double best = 0;
+  for (size_t b = 0; b < CostModel::kBuckets; ++b)
+    if (costs->samples[b] && (best == 0 || costs->us_per_row[b] < best)) best = costs->us_per_row[b];
+  if (best <= 0) return max;
+  size_t last_good = 0;  // the largest bucket within 10% of the best
+  bool larger_worse = false;
+  for (size_t b = 0; b < CostModel::kBuckets; ++b) {
+    if (!costs->samples[b]) continue;
+    const bool good = costs->us_per_row[b] <= best * 1.1;
+    if (good) last_good = b;
+    // ends true when the largest measured bucket is worse (on a few samples, not one)
+    larger_worse = !good && costs->samples[b] >= kMinSamples;
+  }
+  if (!larger_worse) return max;
+  // Up to the next bucket: it keeps being measured, so a cap set by noise recovers.
+  return std::max<size_t>(1, std::min(max, bucket_high(std::min(last_good + 1, CostModel::kBuckets - 1))));
+}
+
+size_t take_rows(const BatchConfig& config, const CostModel* costs, size_t queued_rows, size_t free_workers) noexcept {
+  const size_t cap = batch_cap(config, costs);
+  if (!config.adaptive || free_workers <= 1) return cap;
+  const size_t share = (queued_rows + free_workers - 1) / free_workers;
+  return std::max<size_t>(1, std::min(cap, share));
+}
+
 Decision decide(const BatchConfig& config, const QueueState& queue, Clock::time_point now) {
   if (queue.closing) return {Dispatch::Closing};
   if (queue.in_flight == 0) return {Dispatch::Idle};
   if (!queue.batchable) return {Dispatch::Unbatchable};
   const auto due = queue.oldest + config.max_delay;
+  const size_t cap = batch_cap(config, queue.costs);
+  if (queue.rows_like_oldest >= cap) return {Dispatch::Full};
   if (due <= now) return {Dispatch::Delayed};
-  if (queue.rows_like_oldest >= config.max_batch_size) return {Dispatch::Full};
-  return {Dispatch::Wait, due};
+  if (!config.adaptive) return {Dispatch::Wait, due};
+  // Adaptive: the asking worker is free. Another free replica means replica
+  // time is not scarce: run now.
+  if (queue.in_flight + 1 < queue.replicas || queue.costs == nullptr) return {Dispatch::Free};
+  const CostModel& c = *queue.costs;
+  const size_t rows = std::max<size_t>(1, queue.rows_like_oldest);
+  const double now_us = expected_us(c, rows), one_us = expected_us(c, 1), more_us = expected_us(c, rows + 1);
+  if (c.arrival_gap_us <= 0 || now_us < 0 || one_us < 0 || more_us < 0) return {Dispatch::Free};
+  const double saving_us = now_us + one_us - more_us;  // one more row here vs in a batch of its own
+  if (!(c.arrival_gap_us < saving_us)) return {Dispatch::Free};
+  const auto next = now + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::micro>(c.arrival_gap_us));
+  if (next > due) return {Dispatch::Free};
+  return {Dispatch::Wait, next};
 }
 
 const char* to_string(Dispatch what) noexcept {
@@ -48,6 +134,8 @@ const char* to_string(Dispatch what) noexcept {
     case Dispatch::Unbatchable: return "unbatchable";
     case Dispatch::Delayed: return "delayed";
     case Dispatch::Full: return "full";
+    case Dispatch::Free: return "free";
+    case Dispatch::Inline: return "inline";
   }
   return "?";
 }

@@ -103,7 +103,7 @@ struct Batcher::Pending {
   uint64_t id = 0;
   int64_t rows = 0;
   std::vector<int64_t> signature;
-  Clock::time_point enqueued;
+  Clock::time_point enqueued, dispatched;
 };
 
 struct Batcher::Worker {
@@ -142,6 +142,7 @@ Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatchConfig options)
   }
 
   queues_.resize(static_cast<size_t>(options_.priority_levels));
+  busy_.assign(pool_->size(), 0);
   latencies_us_.reserve(kLatencyWindow);
   stats_since_ = Clock::now();
   counters_.batch_rows_histogram.assign(options_.max_batch_size + 2, 0);
@@ -156,7 +157,7 @@ Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatchConfig options)
 
 Batcher::~Batcher() { close(true); }
 
-uint64_t Batcher::submit(Request request) {
+uint64_t Batcher::submit(Request request, bool run_here) {
   const Session& s = pool_->front();
   const auto& ins = s.inputs();
   if (request.inputs.size() != ins.size())
@@ -195,7 +196,7 @@ uint64_t Batcher::submit(Request request) {
   }
   p->req = std::move(request);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (closing_) throw ClosedError("the engine is closed: no new requests are accepted");
     const size_t rows = static_cast<size_t>(p->rows);
     if (!admits(options_, queued_requests_, queued_rows_, rows)) {
@@ -208,6 +209,28 @@ uint64_t Batcher::submit(Request request) {
     }
     p->id = next_id_++;
     p->enqueued = Clock::now();
+    observe_arrival(costs_, rows, p->enqueued);
+    if (run_here && options_.adaptive && queued_requests_ == 0 && in_flight_ == 0 && p->req.deadline > p->enqueued) {
+      size_t replica = busy_.size();
+      for (size_t r = 0; r < busy_.size() && replica == busy_.size(); ++r)
+        if (!busy_[r]) replica = r;
+      if (replica < busy_.size()) {
+        busy_[replica] = 1;
+        ++in_flight_;
+        ++counters_.dispatch[static_cast<size_t>(Dispatch::Inline)];
+        p->dispatched = p->enqueued;
+        lock.unlock();
+        std::vector<PendingPtr> batch{std::move(p)};
+        run_batch(replica, batch);
+        batch.clear();
+        lock.lock();
+        busy_[replica] = 0;
+        --in_flight_;
+        lock.unlock();
+        cv_.notify_all();
+        return 0;
+      }
+    }
     queues_[static_cast<size_t>(p->req.priority)].push_back(p);
     ++queued_requests_;
     queued_rows_ += rows;
@@ -273,7 +296,7 @@ void Batcher::take_expired(Clock::time_point now, std::vector<PendingPtr>& expir
   }
 }
 
-bool Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
+Dispatch Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
   wake = Clock::time_point::max();
   const Pending* anchor = nullptr;
   for (const auto& q : queues_) {
@@ -282,10 +305,11 @@ bool Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
       break;
     }
   }
-  if (anchor == nullptr) return false;
-  QueueState state{closing_, in_flight_, batchable_, anchor->enqueued, 0};
+  if (anchor == nullptr) return Dispatch::Wait;
+  QueueState state{closing_, in_flight_, batchable_, anchor->enqueued, 0, pool_->size(),
+                   options_.adaptive ? &costs_ : nullptr};
   Decision decision = decide(options_, state, now);
-  if (decision.what == Dispatch::Wait) {  // the rows that may join the head's batch decide
+  if (decision.what == Dispatch::Wait || decision.what == Dispatch::Free) {  // the rows that may join the head's batch decide
     for (const auto& q : queues_) {
       for (const auto& p : q) {
         if (p->signature == anchor->signature) state.rows_like_oldest += static_cast<size_t>(p->rows);
@@ -294,9 +318,9 @@ bool Batcher::ready(Clock::time_point now, Clock::time_point& wake) const {
     }
     decision = decide(options_, state, now);
   }
-  if (decision.dispatch()) return true;
+  if (decision.dispatch()) return decision.what;
   wake = std::min(wake, decision.wake);
-  return false;
+  return Dispatch::Wait;
 }
 
 std::vector<Batcher::PendingPtr> Batcher::take_batch(Clock::time_point) {
@@ -308,12 +332,15 @@ std::vector<Batcher::PendingPtr> Batcher::take_batch(Clock::time_point) {
   queues_[level].pop_front();
   batch.push_back(anchor);
   size_t rows = static_cast<size_t>(anchor->rows);
-  const bool alone = runs_alone(options_, batchable_, rows);
-  for (size_t l = level; !alone && l < queues_.size() && rows < options_.max_batch_size; ++l) {
+  // The learned cap, and an even share of the queue when other workers are free.
+  const size_t free_workers = pool_->size() > in_flight_ ? pool_->size() - in_flight_ : 1;
+  const size_t limit = take_rows(options_, options_.adaptive ? &costs_ : nullptr, queued_rows_, free_workers);
+  const bool alone = !batchable_ || rows == 0 || rows >= limit;
+  for (size_t l = level; !alone && l < queues_.size() && rows < limit; ++l) {
     auto& q = queues_[l];
-    for (auto it = q.begin(); it != q.end() && rows < options_.max_batch_size;) {
+    for (auto it = q.begin(); it != q.end() && rows < limit;) {
       const Pending& p = **it;
-      if (p.signature == anchor->signature && fits(options_, rows, static_cast<size_t>(p.rows))) {
+      if (p.signature == anchor->signature && p.rows > 0 && rows + static_cast<size_t>(p.rows) <= limit) {
         rows += static_cast<size_t>(p.rows);
         batch.push_back(*it);
         it = q.erase(it);
@@ -322,7 +349,9 @@ std::vector<Batcher::PendingPtr> Batcher::take_batch(Clock::time_point) {
       }
     }
   }
+  const Clock::time_point now = Clock::now();
   for (const auto& p : batch) {
+    p->dispatched = now;
     --queued_requests_;
     queued_rows_ -= static_cast<size_t>(p->rows);
   }
@@ -348,17 +377,25 @@ void Batcher::worker_loop(size_t replica) {
       cv_.wait(lock);
       continue;
     }
+    if (busy_[replica]) {  // a caller runs a request on this replica (submit's run_here)
+      cv_.wait(lock);
+      continue;
+    }
     Clock::time_point wake;
-    if (!ready(Clock::now(), wake)) {
+    const Dispatch why = ready(Clock::now(), wake);
+    if (why == Dispatch::Wait) {
       cv_.wait_until(lock, wake);
       continue;
     }
+    ++counters_.dispatch[static_cast<size_t>(why)];
     std::vector<PendingPtr> batch = take_batch(Clock::now());
     ++in_flight_;
+    busy_[replica] = 1;
     lock.unlock();
     run_batch(replica, batch);
     batch.clear();  // release the requests before taking the lock (see finish)
     lock.lock();
+    busy_[replica] = 0;
     --in_flight_;
     cv_.notify_all();
   }
@@ -371,6 +408,8 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
   const auto& outs = session.outputs();
   const size_t axis = options_.batch_axis;
   std::vector<Outcome> outcomes(batch.size());
+  const Clock::time_point started = Clock::now();
+  bool merged_failed = false;
   // Alone: the caller's buffers go to onnxruntime as they are, outputs whole.
   auto run_alone = [&session](const Pending& p, Outcome& outcome) {
     auto values = std::make_shared<std::vector<Ort::Value>>(session.run(p.req.inputs));
@@ -485,6 +524,7 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
     } else {
       // A merged batch failed (one request's values may make the model fail):
       // each request runs again alone, so that only the one at fault fails.
+      merged_failed = true;
       for (size_t r = 0; r < batch.size(); ++r) {
         outcomes[r] = Outcome{};
         try {
@@ -495,11 +535,13 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
       }
     }
   }
+  const double took_us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++counters_.batches;
     size_t rows = 0;
     for (const auto& p : batch) rows += static_cast<size_t>(p->rows);
+    if (!merged_failed && !outcomes[0].error) observe_run(costs_, rows, took_us);
     auto& hist = counters_.batch_rows_histogram;
     ++hist[std::min(rows, hist.size() - 1)];
   }
@@ -510,10 +552,16 @@ void Batcher::run_batch(size_t replica, std::vector<PendingPtr>& batch) {
 }
 
 void Batcher::finish(Pending& p, Outcome&& outcome, bool ok) {
-  const double us = std::chrono::duration<double, std::micro>(Clock::now() - p.enqueued).count();
+  const Clock::time_point end = Clock::now();
+  const double us = std::chrono::duration<double, std::micro>(end - p.enqueued).count();
+  const bool ran = p.dispatched != Clock::time_point{};
+  outcome.queue_us = std::chrono::duration<double, std::micro>((ran ? p.dispatched : end) - p.enqueued).count();
+  outcome.run_us = ran ? std::chrono::duration<double, std::micro>(end - p.dispatched).count() : 0.0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++counters_.requests;
+    counters_.queue_us_total += outcome.queue_us;
+    counters_.run_us_total += outcome.run_us;
     if (ok) {
       counters_.rows += static_cast<uint64_t>(p.rows);
       if (latencies_us_.size() < kLatencyWindow) {
@@ -557,6 +605,9 @@ BatcherStats Batcher::stats() const {
     s.queue_requests = queued_requests_;
     s.queue_rows = queued_rows_;
     s.in_flight_batches = in_flight_;
+    s.adaptive = options_.adaptive;
+    s.costs = costs_;
+    s.batch_cap = batch_cap(options_, options_.adaptive ? &costs_ : nullptr);
     s.elapsed_s = std::chrono::duration<double>(Clock::now() - stats_since_).count();
     lat = latencies_us_;
   }

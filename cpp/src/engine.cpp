@@ -47,9 +47,9 @@ Engine::Route Engine::route(bool has_out, const std::vector<TensorView>& inputs)
   return route_runs_ && batcher_ && !has_out && on_host(inputs) ? Route::Queue : Route::Direct;
 }
 
-uint64_t Engine::submit(Request request) {
+uint64_t Engine::submit(Request request, bool run_here) {
   if (!batcher_) throw Error("this engine has no request queue (internal: start_queue was not called)");
-  return batcher_->submit(std::move(request));
+  return batcher_->submit(std::move(request), run_here);
 }
 
 bool Engine::cancel(uint64_t id) { return batcher_ && batcher_->cancel(id); }

@@ -1,5 +1,8 @@
 #include "fastort/pool.h"
 
+#include <chrono>
+#include <exception>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -64,6 +67,34 @@ size_t SessionPool::least_busy() const noexcept {
   return best;
 }
 
+// Counts one direct run and its time; a run left by an exception counts as failed.
+struct DirectTimer {
+  const SessionPool& pool;
+  const int exceptions = std::uncaught_exceptions();
+  const std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  explicit DirectTimer(const SessionPool& p) : pool(p) {}
+  ~DirectTimer() {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start);
+    pool.direct_requests_.fetch_add(1, std::memory_order_relaxed);
+    pool.direct_ns_.fetch_add(static_cast<uint64_t>(ns.count()), std::memory_order_relaxed);
+    if (std::uncaught_exceptions() > exceptions) pool.direct_failed_.fetch_add(1, std::memory_order_relaxed);
+  }
+};
+
+SessionPool::DirectStats SessionPool::direct_stats() const noexcept {
+  DirectStats s;
+  s.requests = direct_requests_.load(std::memory_order_relaxed);
+  s.failed = direct_failed_.load(std::memory_order_relaxed);
+  s.run_us_total = static_cast<double>(direct_ns_.load(std::memory_order_relaxed)) / 1000.0;
+  return s;
+}
+
+void SessionPool::reset_direct_stats() const noexcept {
+  direct_requests_.store(0, std::memory_order_relaxed);
+  direct_failed_.store(0, std::memory_order_relaxed);
+  direct_ns_.store(0, std::memory_order_relaxed);
+}
+
 namespace {
 struct Count {
   std::atomic<int>& n;
@@ -74,6 +105,7 @@ struct Count {
 
 std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
                                          const std::vector<TensorView>& out) const {
+  DirectTimer timer(*this);
   check_limits(inputs);
   const size_t best = least_busy();
   Count count(in_flight_[best]);
@@ -82,6 +114,7 @@ std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, 
 
 std::vector<Ort::Value> SessionPool::run_to_device(const std::vector<TensorView>& inputs,
                                                    const std::vector<size_t>& outputs) const {
+  DirectTimer timer(*this);
   check_limits(inputs);
   const size_t best = least_busy();
   Count count(in_flight_[best]);

@@ -1,4 +1,5 @@
 #include "fastort/runtime.h"
+#include "fastort/runtime_log.h"
 
 #include <dlfcn.h>
 
@@ -100,7 +101,8 @@ Ort::Env& Runtime::env() {
     threading.SetGlobalIntraOpNumThreads(threads_.intra_op_threads);
     threading.SetGlobalInterOpNumThreads(threads_.inter_op_threads);
     threading.SetGlobalSpinControl(threads_.allow_spinning ? 1 : 0);
-    env_ = std::make_unique<Ort::Env>(threading, ORT_LOGGING_LEVEL_WARNING, "fastort");
+    // onnxruntime's log lines go to a queue the Python package drains (runtime_log.h).
+    env_ = std::make_unique<Ort::Env>(threading, &runtime_log_callback, nullptr, ORT_LOGGING_LEVEL_WARNING, "fastort");
   }
   return *env_;
 }

@@ -65,6 +65,7 @@ void test_batchability() {
 
 void test_decide() {
   BatchConfig config;
+  config.adaptive = false;  // the fixed rule
   config.max_batch_size = 8;
   config.max_delay = microseconds(1000);
   const auto t0 = Clock::now();
@@ -97,6 +98,113 @@ void test_decide() {
   config.max_delay = microseconds(0);  // no delay: dispatch as soon as asked
   q.closing = false;
   CHECK(decide(config, q, t0).what == Dispatch::Delayed);
+}
+
+void test_cost_model() {
+  CHECK(bucket_of(1) == 0 && bucket_of(2) == 1 && bucket_of(3) == 1 && bucket_of(4) == 2 && bucket_of(31) == 4);
+  CHECK(bucket_low(3) == 8 && bucket_high(3) == 15);
+  CostModel c;
+  CHECK(expected_us(c, 4) < 0);  // nothing measured
+  observe_run(c, 1, 100);
+  CHECK(expected_us(c, 1) == 100);
+  CHECK(expected_us(c, 4) == 400);  // from the nearest measured bucket
+  observe_run(c, 1, 200, 0.5);     // EWMA
+  CHECK(expected_us(c, 1) == 150);
+  observe_run(c, 0, 1e9);           // ignored
+  observe_run(c, 2, -1);            // ignored
+  CHECK(c.samples[1] == 0);
+  CostModel o;  // an outlier (a descheduled run) moves the estimate by at most 2x per sample
+  observe_run(o, 1, 100);
+  observe_run(o, 1, 1e6, 0.5);
+  CHECK(expected_us(o, 1) == 150);
+
+  const auto t0 = Clock::now();
+  observe_arrival(c, 1, t0);
+  CHECK(c.arrival_gap_us == 0);  // one arrival: no gap yet
+  observe_arrival(c, 2, t0 + microseconds(100));
+  CHECK(c.arrival_gap_us == 50);  // per row
+}
+
+void test_cap_and_share() {
+  BatchConfig config;
+  config.max_batch_size = 32;
+  CostModel c;
+  CHECK(batch_cap(config, nullptr) == 32);
+  CHECK(batch_cap(config, &c) == 32);  // nothing learned: explore up to max
+  observe_run(c, 1, 100);
+  observe_run(c, 4, 200);   // 50/row
+  CHECK(batch_cap(config, &c) == 32);  // the largest measured is the best: keep growing
+  observe_run(c, 16, 1600);  // 100/row: worse than 4-7 rows, but one sample may be noise
+  CHECK(batch_cap(config, &c) == 32);
+  observe_run(c, 16, 1600);
+  observe_run(c, 16, 1600);
+  CHECK(batch_cap(config, &c) == 15);  // best 4-7; 8-15 stays open to measurement
+  observe_run(c, 8, 8 * 52);  // 52/row: within 10% of the best
+  CHECK(batch_cap(config, &c) == 31);
+  config.adaptive = false;
+  CHECK(batch_cap(config, &c) == 32);
+  config.adaptive = true;
+  config.max_batch_size = 4;
+  CHECK(batch_cap(config, &c) == 4);  // never above max_batch_size
+
+  config.max_batch_size = 32;
+  CostModel flat;
+  CHECK(take_rows(config, &flat, 10, 1) == 32);  // one free worker: up to the cap
+  CHECK(take_rows(config, &flat, 10, 2) == 5);   // two: an even share each
+  CHECK(take_rows(config, &flat, 1, 4) == 1);
+  CHECK(take_rows(config, &flat, 100, 2) == 32);
+}
+
+void test_decide_adaptive() {
+  BatchConfig config;
+  config.max_batch_size = 32;
+  config.max_delay = microseconds(2000);
+  const auto t0 = Clock::now();
+  CostModel c;
+  QueueState q;
+  q.in_flight = 1;
+  q.replicas = 2;
+  q.oldest = t0;
+  q.rows_like_oldest = 3;
+  q.costs = &c;
+  // Another replica is free: never wait for rows that may not come.
+  q.in_flight = 0;
+  CHECK(decide(config, q, t0).what == Dispatch::Idle);
+  q.in_flight = 1;
+  q.replicas = 4;
+  CHECK(decide(config, q, t0).what == Dispatch::Free);
+  // Every other replica busy, nothing learned: run now.
+  q.replicas = 2;
+  CHECK(decide(config, q, t0).what == Dispatch::Free);
+  // Per-row cost flat (no saving from batching): run now even with rows arriving fast.
+  observe_run(c, 1, 100);
+  observe_run(c, 2, 200);
+  observe_run(c, 4, 400);
+  c.arrival_gap_us = 10;
+  CHECK(decide(config, q, t0).what == Dispatch::Free);
+  // Strong batching gain (fixed cost 1000 µs + 10/row) and rows arriving every 10 µs: wait for the next one.
+  CostModel g;
+  observe_run(g, 1, 1010);
+  observe_run(g, 2, 1020);
+  observe_run(g, 4, 1040);
+  g.arrival_gap_us = 10;
+  q.costs = &g;
+  Decision d = decide(config, q, t0);
+  CHECK(d.what == Dispatch::Wait);
+  CHECK(d.wake == t0 + microseconds(10));
+  // ... but not when rows arrive slower than what one more row saves,
+  g.arrival_gap_us = 5000;
+  CHECK(decide(config, q, t0).what == Dispatch::Free);
+  // ... nor past the head's max_delay.
+  g.arrival_gap_us = 10;
+  CHECK(decide(config, q, t0 + microseconds(1995)).what == Dispatch::Free);
+  CHECK(decide(config, q, t0 + microseconds(2000)).what == Dispatch::Delayed);
+  // The learned cap counts as full.
+  for (int k = 0; k < 3; ++k) observe_run(g, 16, 16 * 1000);
+  CHECK(batch_cap(config, &g) == 15);
+  q.rows_like_oldest = batch_cap(config, &g);
+  CHECK(decide(config, q, t0).what == Dispatch::Full);
+  CHECK(std::string(to_string(Dispatch::Free)) == "free");
 }
 
 void test_caps() {
@@ -150,6 +258,9 @@ void test_validate_and_deadline() {
 int main() {
   test_batchability();
   test_decide();
+  test_cost_model();
+  test_cap_and_share();
+  test_decide_adaptive();
   test_caps();
   test_admits();
   test_validate_and_deadline();

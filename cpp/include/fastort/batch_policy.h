@@ -5,6 +5,7 @@
 // cpp/tests/test_batch_policy.cpp checks them one by one.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +35,11 @@ struct BatchConfig {
   size_t max_queue_rows = 0;                     // queued rows (0: no limit)
   size_t batch_axis = 0;
   int priority_levels = 1;                       // 0 is the most urgent
+  // Adaptive dispatch (default): a free replica runs what is queued at once,
+  // unless the learned costs and arrival rate say one more row is worth waiting
+  // for; batches are capped at the size whose cost per row is lowest. Off: the
+  // fixed rule (wait for max_batch_size rows or max_delay while a batch runs).
+  bool adaptive = true;
   std::vector<PadSpec> padding;
 };
 using BatcherOptions = BatchConfig;  // the name the Batcher used first
@@ -58,7 +64,42 @@ struct QueueState {
   bool batchable = true;            // the model can be batched
   Clock::time_point oldest;         // when the request at the head of the queue arrived
   size_t rows_like_oldest = 0;      // queued rows that may join the head's batch
+  size_t replicas = 1;              // workers (one per replica)
+  const struct CostModel* costs = nullptr;  // what the queue learned (adaptive only)
 };
+
+// What an adaptive queue learned: the time a batch takes per row, by batch
+// size bucket (bucket b holds batches of [2^b, 2^(b+1)) rows), as EWMAs, and
+// the gap between arriving rows (EWMA). Kept by the Batcher under its lock.
+struct CostModel {
+  static constexpr size_t kBuckets = 16;
+  std::array<double, kBuckets> us_per_row{};  // 0: not measured yet
+  std::array<uint64_t, kBuckets> samples{};
+  double arrival_gap_us = 0;                  // per row; 0: unknown
+  Clock::time_point last_arrival{};
+  bool has_arrival = false;
+};
+size_t bucket_of(size_t rows) noexcept;
+size_t bucket_low(size_t bucket) noexcept;   // smallest row count of a bucket
+size_t bucket_high(size_t bucket) noexcept;  // largest
+// A batch of `rows` rows took `us` microseconds.
+void observe_run(CostModel& costs, size_t rows, double us, double alpha = 0.2) noexcept;
+// `rows` rows arrived at `now`.
+void observe_arrival(CostModel& costs, size_t rows, Clock::time_point now, double alpha = 0.1) noexcept;
+// The expected time (µs) of a batch of `rows` rows from the nearest measured
+// bucket; negative when nothing was measured.
+double expected_us(const CostModel& costs, size_t rows) noexcept;
+// The batch size that pays: the top of the bucket after the largest one whose
+// cost per row is within 10% of the best measured, when the largest measured
+// bucket is worse than that; max_batch_size while larger sizes are unmeasured
+// or as good.
+// (A bucket counts as worse after kMinSamples runs; the cap reaches into the
+// next bucket so that it keeps being measured.)
+size_t batch_cap(const BatchConfig& config, const CostModel* costs) noexcept;
+constexpr uint64_t kMinSamples = 3;
+// Rows one free worker takes from `queued_rows` when `free_workers` workers
+// (itself included) are free: an even share, at most the cap.
+size_t take_rows(const BatchConfig& config, const CostModel* costs, size_t queued_rows, size_t free_workers) noexcept;
 
 enum class Dispatch {
   Wait,         // not yet: wake at Decision::wake (or earlier, on news)
@@ -66,15 +107,22 @@ enum class Dispatch {
   Idle,         // no batch is running anywhere: waiting would only add latency
   Unbatchable,  // requests run one at a time
   Delayed,      // the head waited max_delay
-  Full,         // max_batch_size rows are waiting
+  Full,         // max_batch_size rows (or the learned cap) are waiting
+  Free,         // adaptive: a replica is free and waiting for more rows does not pay
+  Inline,       // adaptive: the queue was empty and a replica free: ran on the caller's thread
 };
+constexpr size_t kDispatchKinds = 8;
 struct Decision {
   Dispatch what = Dispatch::Wait;
   Clock::time_point wake = Clock::time_point::max();  // for Wait: when the head is due
   bool dispatch() const noexcept { return what != Dispatch::Wait; }
 };
-// When to dispatch: at once when closing, idle or unbatchable; when the head
-// waited max_delay; when max_batch_size rows wait; else wait until the head is due.
+// When to dispatch: at once when closing, idle or unbatchable; when the cap
+// (max_batch_size, or the learned cap) rows wait; when the head waited
+// max_delay. Adaptive: otherwise at once (Free) unless every other replica is
+// busy and the next row is expected sooner than the time one more row in this
+// batch saves (from the learned costs); then wait for it, never past the
+// head's max_delay. Not adaptive: wait until the head is due.
 Decision decide(const BatchConfig& config, const QueueState& queue, Clock::time_point now);
 const char* to_string(Dispatch what) noexcept;
 

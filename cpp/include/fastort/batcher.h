@@ -11,6 +11,7 @@
 // whose values make the model fail gets an error.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -43,6 +44,8 @@ struct OutputSlice {
 struct Outcome {
   std::exception_ptr error;                 // set when the request failed
   std::vector<OutputSlice> outputs;         // one per model output otherwise
+  double queue_us = 0;                      // enqueued -> dispatched to a replica
+  double run_us = 0;                        // dispatched -> finished (the batch's run, splitting)
 };
 
 struct Request {
@@ -63,6 +66,12 @@ struct BatcherStats {
   double latency_p50_us = 0, latency_p90_us = 0, latency_p99_us = 0;
   double elapsed_s = 0;                        // since construction or reset
   size_t in_flight_batches = 0;
+  // What the adaptive policy learned (see batch_policy.h).
+  bool adaptive = false;
+  size_t batch_cap = 0;                        // the size that pays (max_batch_size until learned)
+  CostModel costs;
+  std::array<uint64_t, kDispatchKinds> dispatch{};  // batches by Dispatch reason
+  double queue_us_total = 0, run_us_total = 0;  // summed over finished requests: queued, then running
 };
 
 class Batcher {
@@ -74,7 +83,11 @@ class Batcher {
 
   // Queues a request. Throws InvalidInputError (does not fit the model),
   // QueueFullError (backpressure) or ClosedError. Returns an id for cancel().
-  uint64_t submit(Request request);
+  // With `run_here` (a caller that waits for the result anyway), an adaptive
+  // queue that is empty while no batch runs anywhere runs the request on the
+  // calling thread at once, skipping two thread hand-offs; it returns 0 then,
+  // and `done` was called. Call it without holding locks `done` needs.
+  uint64_t submit(Request request, bool run_here = false);
 
   // Removes a queued request; false when it already runs or finished. Its
   // `done` is not called.
@@ -99,7 +112,7 @@ class Batcher {
   void worker_loop(size_t replica);
   std::vector<PendingPtr> take_batch(Clock::time_point now);
   void take_expired(Clock::time_point now, std::vector<PendingPtr>& expired);
-  bool ready(Clock::time_point now, Clock::time_point& wake) const;
+  Dispatch ready(Clock::time_point now, Clock::time_point& wake) const;
   void run_batch(size_t replica, std::vector<PendingPtr>& batch);
   void finish(Pending& p, Outcome&& outcome, bool ok);
 
@@ -114,11 +127,13 @@ class Batcher {
   std::vector<std::deque<PendingPtr>> queues_;  // one per priority level
   size_t queued_requests_ = 0, queued_rows_ = 0;
   size_t in_flight_ = 0;
+  std::vector<char> busy_;  // per replica: a batch (or an inline run) is running on it
   uint64_t next_id_ = 1;
   bool closing_ = false, drain_ = true;
 
   // Stats, under mu_.
   BatcherStats counters_;
+  CostModel costs_;  // learned, kept across reset_stats
   Clock::time_point stats_since_;
   std::vector<double> latencies_us_;   // ring buffer of recent latencies
   size_t latency_next_ = 0;

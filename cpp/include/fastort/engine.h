@@ -64,7 +64,7 @@ class Engine {
   static bool on_host(const std::vector<TensorView>& inputs) noexcept;
 
   // Queues a request (see Batcher::submit); throws Error when no queue runs.
-  uint64_t submit(Request request);
+  uint64_t submit(Request request, bool run_here = false);
   bool cancel(uint64_t id);
   // Stops the queue (see Batcher::close); nothing when none runs.
   void close(bool drain);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -51,6 +52,14 @@ class SessionPool {
   std::vector<Ort::Value> run_to_device(const std::vector<TensorView>& inputs,
                                         const std::vector<size_t>& outputs = {}) const;
 
+  // Counters of the runs above (the unbatched path): a few relaxed atomics.
+  struct DirectStats {
+    uint64_t requests = 0, failed = 0;
+    double run_us_total = 0;
+  };
+  DirectStats direct_stats() const noexcept;
+  void reset_direct_stats() const noexcept;
+
   struct Key {
    private:
     Key() = default;
@@ -69,6 +78,8 @@ class SessionPool {
   std::unique_ptr<OrtPrepackedWeightsContainer, ContainerDeleter> prepacked_;
   std::vector<std::shared_ptr<Session>> sessions_;
   std::unique_ptr<std::atomic<int>[]> in_flight_;
+  mutable std::atomic<uint64_t> direct_requests_{0}, direct_failed_{0}, direct_ns_{0};
+  friend struct DirectTimer;
   RequestLimits limits_;
 };
 

@@ -11,18 +11,22 @@ import numpy as np
 
 from .. import _core
 from ..errors import ConfigError
+from ..runtime.logs import flush_runtime_log
 
 
 def deliver_completions(core: "_core.Engine") -> None:
     """Hands finished requests to their futures; ends when the engine closes."""
     while True:
         items = core.pop_completions(0.25)
+        flush_runtime_log()  # onnxruntime's lines logged by worker threads
         if items is None:
             return
-        for token, result, error in items:
+        for token, result, error, queue_us, compute_us in items:
             if isinstance(token, concurrent.futures.Future):
                 if token.cancelled():
                     continue
+                # Per-request timing (Triton's queue vs compute durations).
+                token.timing = {"queue_us": queue_us, "compute_us": compute_us}  # type: ignore[attr-defined]
                 try:
                     if error is not None:
                         token.set_exception(error)

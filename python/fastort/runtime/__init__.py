@@ -8,5 +8,7 @@ Imports only :mod:`fastort.errors` and the native ``fastort._core``.
 from __future__ import annotations
 
 from .library import configure_global_threads, find_library, load, preload_cuda_libraries, runtime_info
+from .logs import flush_runtime_log
 
-__all__ = ["configure_global_threads", "find_library", "load", "preload_cuda_libraries", "runtime_info"]
+__all__ = ["configure_global_threads", "find_library", "flush_runtime_log", "load", "preload_cuda_libraries",
+           "runtime_info"]
