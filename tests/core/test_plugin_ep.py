@@ -296,8 +296,11 @@ def test_validate_and_prepare_target_openvino(ov, tmp_path):
         validate_on_ep(model, feeds, "openvino", "bf16", rtol=1e-6, atol=1e-6)
     path = tmp_path / "t.onnx"
     onnx.save(model, str(path))
-    cli = [sys.executable, "-m", "fastort", "validate", str(path), "--target", "openvino"]
-    assert subprocess.run(cli, capture_output=True, timeout=300).returncode == 0
+    np.savez(tmp_path / "feeds.npz", **feeds)  # real shapes: free dims are never guessed silently
+    cli = [sys.executable, "-m", "fastort", "validate", str(path), "--target", "openvino",
+           "--inputs", str(tmp_path / "feeds.npz")]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     assert subprocess.run(cli + ["--precision", "bf16", "--atol", "1e-7", "--rtol", "0"],
                           capture_output=True, timeout=300).returncode == 1
     from fastort.prepare import prepare

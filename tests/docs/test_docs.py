@@ -42,7 +42,7 @@ DOCS = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 #: How many ``no-test`` blocks each file may have. Raising a number is a
 #: reviewed change; a file not listed may have none.
-NO_TEST: Dict[str, int] = {}
+NO_TEST: Dict[str, int] = {"docs/PREPARE.md": 2, "docs/SCALE_OUT.md": 2, "docs/SERVE.md": 1, "docs/TUNE.md": 1}
 
 #: Top-level modules of fastort's optional extras and integrations.
 OPTIONAL_MODULES = {"torch", "torchvision", "onnxscript", "tensorflow", "tf2onnx", "keras", "sklearn", "skl2onnx",
