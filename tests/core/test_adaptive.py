@@ -121,6 +121,7 @@ def test_plain_engine_counts_requests():
     s = eng.stats()
     assert s["batching"] is False and s["max_batch_size"] == 1
     assert s["requests"] >= 7 and s["latency_mean_us"] > 0 and s["compute_us_total"] > 0
+    assert s["queue_us_total"] == 0  # no queue: run time is all compute
     assert s["direct"]["requests"] == s["requests"]
     eng.reset_stats()
     assert eng.stats()["requests"] == 0

@@ -188,6 +188,8 @@ def test_statistics_and_metrics_move(server: Served) -> None:
     success0 = server.metric("nv_inference_request_success", model="tiny")
     count0 = server.metric("nv_inference_count", model="tiny")
     exec0 = server.metric("nv_inference_exec_count", model="tiny")
+    queue0 = server.metric("nv_inference_queue_duration_us", model="tiny", version="1")
+    infer0 = server.metric("nv_inference_compute_infer_duration_us", model="tiny", version="1")
     for _ in range(5):
         i = th.InferInput("x", [3, 4], "FP32")
         i.set_data_from_numpy(np.ones((3, 4), np.float32))
@@ -196,11 +198,22 @@ def test_statistics_and_metrics_move(server: Served) -> None:
     assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 5
     assert after["inference_count"] == before["inference_count"] + 15
     assert after["execution_count"] > before["execution_count"]
+    # the engine's per-request split (tiny batches): time queued, then running
+    stats0, stats1 = before["inference_stats"], after["inference_stats"]
+    for part in ("queue", "compute_infer"):
+        assert int(stats1[part]["count"]) == int(stats0[part]["count"]) + 5
+        assert int(stats1[part]["ns"]) > int(stats0[part]["ns"]) and int(stats1[part]["ns"]) > 0, part
+    assert int(stats1["queue"]["ns"]) + int(stats1["compute_infer"]["ns"]) <= int(stats1["success"]["ns"])
     assert int(g.get_inference_statistics("tiny").model_stats[0].inference_count) == after["inference_count"]
     assert server.metric("nv_inference_request_success", model="tiny", version="1") == success0 + 5
     assert server.metric("nv_inference_count", model="tiny") == count0 + 15
     assert server.metric("nv_inference_exec_count", model="tiny") > exec0
     assert server.metric("nv_inference_request_duration_us", model="tiny") > 0
+    queue1 = server.metric("nv_inference_queue_duration_us", model="tiny", version="1")
+    infer1 = server.metric("nv_inference_compute_infer_duration_us", model="tiny", version="1")
+    assert queue1 > queue0 and queue1 > 0
+    assert infer1 > infer0 and infer1 > 0
+    assert queue1 + infer1 <= server.metric("nv_inference_request_duration_us", model="tiny")
     assert server.metric("fastort_inference_request_duration_seconds_count", model="tiny", protocol="http") >= 5
     failures0 = server.metric("nv_inference_request_failure", model="tiny", reason="OTHER")
     with pytest.raises(InferenceServerException):
@@ -372,6 +385,7 @@ def test_client_disconnect_cancels_queued_request(slow_server: Served) -> None:
     import socket
 
     cancelled0 = slow_server.metric("nv_inference_request_failure", model="slow", reason="CANCELED")
+    exec0 = slow_server.metric("nv_inference_exec_count", model="slow")
     h = th.InferenceServerClient(slow_server.http_url)
     x = np.full((1, 256, 256), 0.01, np.float32)
     body = json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 256, 256],
@@ -407,7 +421,11 @@ def test_client_disconnect_cancels_queued_request(slow_server: Served) -> None:
             time.sleep(0.05)
     finally:
         t.join(60)
-    assert done.is_set()
+    assert done.is_set() and outcome == ["ok"], outcome
+    # removed from the engine's queue, not only abandoned: one replica, one row a batch, so had it
+    # stayed queued it would have run before this request; the busy one and this one are the only runs
+    th.InferenceServerClient(slow_server.http_url).infer("slow", [slow_input(th)])  # a client of this thread
+    assert slow_server.metric("nv_inference_exec_count", model="slow") == exec0 + 2
 
 
 def test_sigterm_drains_every_accepted_request(slow_repo: str, tmp_path) -> None:

@@ -291,11 +291,11 @@ class EngineOptions:
         replicas: onnxruntime sessions of the model that serve requests in
             parallel; they share onnxruntime's prepacked weights.
         allow_spinning: let onnxruntime's intra/inter-op threads spin while
-            waiting for work (onnxruntime's own default). Off by default: on a
-            machine shared with other work (or with several replicas and the
-            batcher's workers) spinning threads take the cores the runs need;
-            measured 1.4x-2.2x more requests/s with it off (README). A
-            ``session_config`` entry for it wins.
+            waiting for work. ``None`` (default): on with one replica
+            (onnxruntime's own default, so a lone session is never slower than
+            plain onnxruntime), off with several (their spinning pools fight for
+            the cores the other replicas' runs need). ``fastort tune`` measures
+            both. A ``session_config`` entry for it wins.
         use_global_thread_pool: run every replica on onnxruntime's process-wide
             thread pools (see :func:`fastort.configure_global_threads`) instead of
             pools of their own.
@@ -332,7 +332,7 @@ class EngineOptions:
     session_config: Optional[Mapping[str, str]] = None
     strict_providers: bool = False
     replicas: int = 1
-    allow_spinning: bool = False
+    allow_spinning: Optional[bool] = None
     use_global_thread_pool: bool = False
     share_weights: bool = True
     max_batch_size: Optional[int] = None
@@ -391,9 +391,10 @@ def _engine_config(o: EngineOptions, batching: Optional[BatchConfig]) -> Tuple["
         if not isinstance(key, str):
             raise ConfigError(f"session_config keys must be str, got {key!r}")
         entries.append((key, value if isinstance(value, str) else str(value)))
+    spin = replicas <= 1 if o.allow_spinning is None else o.allow_spinning
     for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
         if key not in (o.session_config or {}):
-            entries.append((key, "1" if o.allow_spinning else "0"))
+            entries.append((key, "1" if spin else "0"))
     config.session_config = entries
     intra = _threads(o.intra_op_threads, "intra_op_threads")
     if intra == 0 and replicas > 1 and not o.use_global_thread_pool:
@@ -781,11 +782,14 @@ class Engine:
         requests, rows, batches, batch-size histogram, queue depth, latency
         p50/p90/p99 (µs, queue to result), throughput, ``queue_us_total`` /
         ``compute_us_total`` and ``policy`` (what the adaptive batcher learned);
+        without one (every run direct) ``queue_us_total`` is 0 and
+        ``compute_us_total`` the run time, so both keys are always there;
         ``unbatchable_reason`` when batching was asked for but the model cannot."""
         core = self._core
         if core is None:
             raise EngineClosedError(f"engine for {self._source} is closed")
         stats = dict(core.stats())
+        stats.setdefault("queue_us_total", 0.0)  # no queue: nothing waited
         batching = bool(core.batching)
         stats["batching"] = batching
         stats["max_batch_size"] = self.batch_config.max_batch_size if batching and self.batch_config else 1

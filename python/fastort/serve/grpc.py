@@ -15,7 +15,7 @@ import numpy as np
 
 from .protocol import (ProtocolError, check_shape, datatype_of, dtype_of, error_for, from_raw, output_arrays,
                        parse_parameters, raw_bytes)
-from .service import Service
+from .service import EngineTime, Service
 
 #: datatype -> the InferTensorContents field that carries it when not raw
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -135,22 +135,23 @@ def make_servicer(service: Service) -> Any:
             error: Optional[ProtocolError] = None
             rows = 0
             t_infer = t_out = t0
+            engine_time: Optional[EngineTime] = None
             try:
                 inputs, outputs, priority, timeout = decode(model, request, context)
                 rows = service.rows(model, inputs)
                 t_infer = time.perf_counter()
-                result = await service.run(model, inputs, outputs, priority, timeout)
+                result, engine_time = await service.run(model, inputs, outputs, priority, timeout)
                 t_out = time.perf_counter()
                 return encode(model, request, result)
             except ProtocolError as e:
                 error = e
             except Exception as e:  # never a crash: the client gets INTERNAL naming it
                 error = error_for(e)
-            except BaseException:  # the RPC was cancelled (client gone): run_async removed it from the queue
+            except BaseException:  # the RPC was cancelled (client gone): service.run removed it from the queue
                 error = ProtocolError("client cancelled", "cancelled")
                 raise
             finally:
-                service.end(model, "grpc", error, rows, t0, t_infer, t_out, time.perf_counter())
+                service.end(model, "grpc", error, rows, t0, t_infer, t_out, time.perf_counter(), engine_time)
             await abort(context, error)
 
     def decode(model: Any, request: Any, context: Any) -> Any:

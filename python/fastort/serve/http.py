@@ -19,7 +19,7 @@ import numpy as np
 
 from .protocol import (ProtocolError, check_shape, dtype_of, error_for, from_json, from_raw, json_data,
                        output_arrays, parse_parameters, raw_bytes)
-from .service import Service
+from .service import EngineTime, Service
 
 Scope = Dict[str, Any]
 Receive = Callable[[], Awaitable[Dict[str, Any]]]
@@ -220,12 +220,13 @@ class HttpApp:
         error: Optional[ProtocolError] = None
         rows = 0
         t_infer = t_out = t0
+        engine_time: Optional[EngineTime] = None
         try:
             request, binary = self._split(scope, body)
             inputs, outputs, binary_out, priority, timeout = self._decode(model, request, binary)
             rows = s.rows(model, inputs)
             t_infer = time.perf_counter()
-            result = await self._run_watching(receive, model, inputs, outputs, priority, timeout)
+            result, engine_time = await self._run_watching(receive, model, inputs, outputs, priority, timeout)
             t_out = time.perf_counter()
             payload, headers, content_type = self._encode(model, request, result, binary_out)
             await _send(send, 200, payload, content_type, headers)
@@ -237,10 +238,11 @@ class HttpApp:
             error = error_for(e)
             await _send_error(send, error)
         finally:
-            s.end(model, "http", error, rows, t0, t_infer, t_out, time.perf_counter())
+            s.end(model, "http", error, rows, t0, t_infer, t_out, time.perf_counter(), engine_time)
 
     async def _run_watching(self, receive: Receive, model: Any, inputs: Dict[str, np.ndarray],
-                            outputs: Optional[List[str]], priority: int, timeout: Optional[float]) -> Dict[str, Any]:
+                            outputs: Optional[List[str]], priority: int,
+                            timeout: Optional[float]) -> Tuple[Dict[str, Any], EngineTime]:
         """Runs the request while watching the connection: a disconnect cancels it."""
         run = asyncio.ensure_future(self.service.run(model, inputs, outputs, priority, timeout))
 

@@ -33,7 +33,7 @@ class Metrics:
         self.repository = repository
 
     def finished(self, model: "ServedModel", protocol: str, error_kind: str, rows: int, total_s: float,
-                 input_s: float, infer_s: float, output_s: float) -> None:
+                 input_s: float, queue_s: float, infer_s: float, output_s: float) -> None:
         if not error_kind:
             self.latency.labels(model.name, model.version, protocol).observe(total_s)
 
@@ -55,9 +55,11 @@ FAMILIES = (
     ("nv_inference_exec_count", "counter", "Number of model executions (batches) performed"),
     ("nv_inference_request_duration_us", "counter", "Cumulative inference request duration in microseconds "
      "(arrival to response)"),
+    ("nv_inference_queue_duration_us", "counter", "Cumulative time requests waited in the engine's queue "
+     "in microseconds"),
     ("nv_inference_compute_input_duration_us", "counter", "Cumulative time decoding request inputs in microseconds"),
-    ("nv_inference_compute_infer_duration_us", "counter", "Cumulative time in the engine (batcher queue and model "
-     "run together) in microseconds"),
+    ("nv_inference_compute_infer_duration_us", "counter", "Cumulative time running the model in microseconds "
+     "(a batched request counts its batch's run)"),
     ("nv_inference_compute_output_duration_us", "counter", "Cumulative time encoding outputs in microseconds"),
     ("nv_inference_pending_request_count", "gauge", "Requests accepted by the server and not yet answered"),
     ("fastort_queue_requests", "gauge", "Requests waiting in the engine's batching queue"),
@@ -80,6 +82,7 @@ def triton_text(repository: "Repository") -> str:
             add("nv_inference_request_failure", dict(labels, reason=reason), n)
         add("nv_inference_count", labels, m.inference_count)
         add("nv_inference_request_duration_us", labels, m.success_ns // 1000)
+        add("nv_inference_queue_duration_us", labels, m.queue_ns // 1000)
         add("nv_inference_compute_input_duration_us", labels, m.compute_input_ns // 1000)
         add("nv_inference_compute_infer_duration_us", labels, m.compute_infer_ns // 1000)
         add("nv_inference_compute_output_duration_us", labels, m.compute_output_ns // 1000)

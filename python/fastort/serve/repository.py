@@ -62,7 +62,8 @@ class ServedModel:
     success_ns: int = 0
     failure_ns: int = 0
     compute_input_ns: int = 0
-    compute_infer_ns: int = 0
+    queue_ns: int = 0  # waiting in the engine's queue
+    compute_infer_ns: int = 0  # running in the engine
     compute_output_ns: int = 0
     last_inference_ms: int = 0
     pending: int = 0

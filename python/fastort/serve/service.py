@@ -1,12 +1,15 @@
 """What both front ends (HTTP and gRPC) do: look models up, run requests through
-the engine's batcher from the event loop, keep statistics, and describe models
-(metadata, Triton-shaped configuration, statistics) as plain dicts."""
+the engine's batcher from the event loop, keep statistics (with the engine's
+per-request queue / compute split), and describe models (metadata,
+Triton-shaped configuration, statistics) as plain dicts."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +25,24 @@ FAILURE_REASONS = {"unavailable": "REJECTED", "timeout": "REJECTED", "cancelled"
 
 #: protocol datatype -> Triton's model-config data type
 CONFIG_TYPES = {"BYTES": "TYPE_STRING"}
+
+
+@dataclass(frozen=True)
+class EngineTime:
+    """One request's time in the engine, split as Triton's statistics split it:
+    waiting in the queue, then running (a batched request: its batch's run)."""
+
+    queue_s: float
+    compute_s: float
+
+    @classmethod
+    def of(cls, future: "concurrent.futures.Future[Any]", elapsed_s: float) -> "EngineTime":
+        """From the ``timing`` the engine sets on a completed future; without
+        one (a run that had no queue) queue time is 0 and all of it is compute."""
+        timing = getattr(future, "timing", None)
+        if timing is None:
+            return cls(0.0, elapsed_s)
+        return cls(float(timing["queue_us"]) * 1e-6, float(timing["compute_us"]) * 1e-6)
 
 
 class Service:
@@ -73,19 +94,23 @@ class Service:
         model.pending += 1
 
     def end(self, model: ServedModel, protocol: str, error: Optional[ProtocolError], rows: int,
-            t0: float, t_infer: float, t_out: float, t_end: float) -> None:
-        """Accounts one finished request (statistics and metrics)."""
+            t0: float, t_infer: float, t_out: float, t_end: float, engine: Optional[EngineTime] = None) -> None:
+        """Accounts one finished request (statistics and metrics); ``engine`` is
+        what :meth:`run` returned (None: queue 0, the engine's whole time compute)."""
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle.set()
         model.pending -= 1
         ns = int((t_end - t0) * 1e9)
+        if engine is None:
+            engine = EngineTime(0.0, t_out - t_infer)
         if error is None:
             model.success += 1
             model.success_ns += ns
             model.inference_count += rows
             model.compute_input_ns += int((t_infer - t0) * 1e9)
-            model.compute_infer_ns += int((t_out - t_infer) * 1e9)
+            model.queue_ns += int(engine.queue_s * 1e9)
+            model.compute_infer_ns += int(engine.compute_s * 1e9)
             model.compute_output_ns += int((t_end - t_out) * 1e9)
             model.last_inference_ms = int(time.time() * 1000)
         else:
@@ -95,7 +120,7 @@ class Service:
             model.failure_reasons[reason] = model.failure_reasons.get(reason, 0) + 1
         if self.metrics is not None:
             self.metrics.finished(model, protocol, "" if error is None else error.kind, rows, t_end - t0,
-                                  t_infer - t0, t_out - t_infer, t_end - t_out)
+                                  t_infer - t0, engine.queue_s, engine.compute_s, t_end - t_out)
 
     @staticmethod
     def check_inputs(model: ServedModel, inputs: Dict[str, np.ndarray]) -> None:
@@ -129,15 +154,20 @@ class Service:
 
     @staticmethod
     async def run(model: ServedModel, inputs: Dict[str, np.ndarray], outputs: Optional[List[str]],
-                  priority: int, timeout: Optional[float]) -> Dict[str, Any]:
+                  priority: int, timeout: Optional[float]) -> Tuple[Dict[str, Any], EngineTime]:
         """The request through the engine's C++ batcher, awaited on the event loop
-        (no thread per request); cancelling the awaiting task removes it from the queue."""
+        (no thread per request), with its queue / compute split. Cancelling the
+        awaiting task cancels the engine's future (``asyncio.wrap_future`` passes
+        the cancel on), which removes the request from the queue."""
+        t = time.perf_counter()
         try:
-            return await model.engine.run_async(inputs, outputs=outputs, timeout=timeout, priority=priority)
+            future = model.engine.submit(inputs, outputs=outputs, timeout=timeout, priority=priority)
+            result = await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             raise
         except Exception as e:
             raise error_for(e) from None
+        return result, EngineTime.of(future, time.perf_counter() - t)
 
     # -- descriptions --------------------------------------------------------------
 
@@ -212,7 +242,7 @@ class Service:
                 "inference_stats": {
                     "success": d(m.success, m.success_ns),
                     "fail": d(m.failure, m.failure_ns),
-                    "queue": d(0, 0),
+                    "queue": d(m.success, m.queue_ns),
                     "compute_input": d(m.success, m.compute_input_ns),
                     "compute_infer": d(m.success, m.compute_infer_ns),
                     "compute_output": d(m.success, m.compute_output_ns),
