@@ -234,8 +234,8 @@ def main() -> int:
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from fastort.benchmark import machine_info
-    from fastort.models import mlp_model
+    from fastort.bench.timing import machine_info
+    from fastort.bench.models import mlp_model
 
     models = {"mlp": (mlp_model(MLP_SIZES).SerializeToString(), (MLP_SIZES[0],)),
               "cnn": (build_cnn().SerializeToString(), (3, 32, 32))}

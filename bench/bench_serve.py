@@ -260,7 +260,7 @@ def main() -> int:
         args.peer = "none" if "--peer" not in sys.argv else args.peer
     args.clients = args.clients or "1,4,16,64"
     clients = [int(c) for c in args.clients.split(",")]
-    from fastort.models import mlp_model
+    from fastort.bench.models import mlp_model
 
     results: Dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv), "protocol": args.protocol,
                                "model": f"MLP {'-'.join(map(str, SIZES))}", "seconds": args.seconds}
