@@ -154,9 +154,13 @@ def test_scaling_from_one_to_two_replicas_while_requests_flow(serve_http, rng):
     try:
         assert not failures, failures[:5]
         assert before > 0 and done[0] > after, "requests did not keep flowing"
-        pids = set()
-        for _ in range(20):
-            pids.add(handle.stats.remote().result(timeout_s=RESULT_TIMEOUT_S)["pid"])
+        # Routers learn of the new replica on their own schedule: ask in concurrent rounds
+        # (power-of-two routing spreads concurrent calls) until both answer or the deadline passes.
+        pids: set[int] = set()
+        deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+        while len(pids) < 2 and time.monotonic() < deadline:
+            calls = [handle.stats.remote() for _ in range(8)]
+            pids.update(c.result(timeout_s=RESULT_TIMEOUT_S)["pid"] for c in calls)
         assert len(pids) == 2, "requests did not reach both replicas"
     finally:
         serve.delete("scale_app")
