@@ -172,10 +172,11 @@ TensorView view_of_array(py::handle obj, const char* kind, const std::string& na
     } else if (py::hasattr(obj, "__dlpack_device__") || py::hasattr(obj, "__cuda_array_interface__")) {
       return view_of_device_object(obj, kind, name, held, expected);
     } else if (obj.is_none()) {
-      throw InvalidInputError(what() + ": got None, but it is not optional (expected a numpy.ndarray of " +
-                              (expected == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED ? std::string("its dtype")
-                                                                                    : element_type_name(expected)) +
-                              ")");
+      throw InvalidInputError(what() + ": got None, expected a numpy.ndarray" +
+                              (expected == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                   ? std::string()
+                                   : std::string(" of ") + element_type_name(expected)) +
+                              " (it is not optional)");
     } else {
       throw InvalidInputError(what() + ": expected a numpy.ndarray, got " + type_name(obj) +
                               " (wrap it with numpy.asarray(..., dtype=...))");
