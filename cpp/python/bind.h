@@ -69,7 +69,9 @@ struct Held {
   std::shared_ptr<dlpack::ManagedTensor> dl;  // a consumed DLPack tensor, released with its deleter
   std::vector<std::string> utf8;  // string tensors: the encoded elements
   std::vector<std::string_view> views;
-  Ort::Value value{nullptr};      // a sequence, map or optional input's value (bind_values.cpp)
+  // A sequence, map or optional input's value (bind_values.cpp); a pointer, so
+  // that the Held of a tensor input costs no onnxruntime call when it goes.
+  std::unique_ptr<Ort::Value> value;
 };
 
 // A numpy array (or numpy scalar, or another library's tensor) as a view over

@@ -175,7 +175,7 @@ TensorView view_of_value(py::handle obj, const IOInfo& io, Held& held, RequestBu
   }
   switch (t->kind) {
     case ValueKind::Tensor:
-      held.value = tensor_of(obj, t->element, what, held, budget);
+      held.value = std::make_unique<Ort::Value>(tensor_of(obj, t->element, what, held, budget));
       break;
     case ValueKind::Sequence: {
       if (!PyList_Check(obj.ptr()) && !PyTuple_Check(obj.ptr()))
@@ -194,7 +194,7 @@ TensorView view_of_value(py::handle obj, const IOInfo& io, Held& held, RequestBu
         parts.reserve(n);
         for (size_t i = 0; i < n; ++i)
           parts.push_back(tensor_of(items[i], elem.element, what + ": element " + std::to_string(i), holds[i], budget));
-        held.value = make_sequence(parts, elem.element, what);
+        held.value = std::make_unique<Ort::Value>(make_sequence(parts, elem.element, what));
       } else if (elem.kind == ValueKind::Map) {
         if (n == 0)
           throw InvalidInputError(what + " is a " + io.type_string +
@@ -204,7 +204,7 @@ TensorView view_of_value(py::handle obj, const IOInfo& io, Held& held, RequestBu
         parts.reserve(n);
         for (size_t i = 0; i < n; ++i)
           parts.push_back(map_of(items[i], elem, what + ": element " + std::to_string(i), budget));
-        held.value = make_sequence_of_maps(parts, what);
+        held.value = std::make_unique<Ort::Value>(make_sequence_of_maps(parts, what));
       } else {
         throw InvalidInputError(what + " is a " + io.type_string + ": fastort builds sequences of tensors and of "
                                 "maps only (what onnxruntime's C API CreateValue makes)");
@@ -212,12 +212,12 @@ TensorView view_of_value(py::handle obj, const IOInfo& io, Held& held, RequestBu
       break;
     }
     case ValueKind::Map:
-      held.value = map_of(obj, *t, what, budget);
+      held.value = std::make_unique<Ort::Value>(map_of(obj, *t, what, budget));
       break;
     default:
       throw InvalidInputError(what + " is a " + io.type_string + ": fastort cannot pass values of this type");
   }
-  view.value = held.value;
+  view.value = *held.value;
   return view;
 }
 
