@@ -69,14 +69,29 @@ struct Held {
   std::shared_ptr<dlpack::ManagedTensor> dl;  // a consumed DLPack tensor, released with its deleter
   std::vector<std::string> utf8;  // string tensors: the encoded elements
   std::vector<std::string_view> views;
+  // A sequence, map or optional input's value (bind_values.cpp); a pointer, so
+  // that the Held of a tensor input costs no onnxruntime call when it goes.
+  std::unique_ptr<Ort::Value> value;
 };
 
 // A numpy array (or numpy scalar, or another library's tensor) as a view over
 // its memory; `expected` lets a string array meant for a non-string tensor fail
-// early; `budget` is charged before anything is copied.
+// early; `budget` is charged before anything is copied. Messages name it
+// "<kind> '<name>'", or `kind` alone when `name` is empty.
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
                          ElementType expected = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED,
                          RequestBudget* budget = nullptr);
+// An input declared as a sequence, map or optional (bind_values.cpp): a
+// list/tuple of arrays, a dict, or None / the value, as a view whose `value`
+// (owned by `held`, or the process's for empty sequences) onnxruntime is fed;
+// None for an optional as an absent view. Each part is checked against the
+// declared type; errors name the input and the element at fault.
+TensorView view_of_value(py::handle obj, const IOInfo& io, Held& held, RequestBudget* budget);
+// view_of_array or view_of_value, as input `io` is declared.
+inline TensorView view_of_input(py::handle obj, const IOInfo& io, Held& held, RequestBudget* budget) {
+  if (io.kind == ValueKind::Tensor) return view_of_array(obj, "input", io.name, held, io.type, budget);
+  return view_of_value(obj, io, held, budget);
+}
 // The same for objects of other libraries (DLPack, __cuda_array_interface__): bind_dlpack.cpp.
 TensorView view_of_device_object(py::handle obj, const char* kind, const std::string& name, Held& held,
                                  ElementType expected);

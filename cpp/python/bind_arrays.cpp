@@ -165,12 +165,18 @@ bool numpy_allocatable(ElementType type) { return !dtypes().dtype_of(type).is_no
 // tensor fail on its dtype before its elements are looked at.
 TensorView view_of_array(py::handle obj, const char* kind, const std::string& name, Held& held,
                          ElementType expected, RequestBudget* budget) {
-  auto what = [&] { return std::string(kind) + " '" + name + "'"; };  // built only on failure
+  auto what = [&] { return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'"; };  // on failure only
   if (!py::isinstance<py::array>(obj)) {
     if (py::isinstance(obj, py::module_::import("numpy").attr("generic"))) {
       obj = held.array = py::array::ensure(obj);
     } else if (py::hasattr(obj, "__dlpack_device__") || py::hasattr(obj, "__cuda_array_interface__")) {
       return view_of_device_object(obj, kind, name, held, expected);
+    } else if (obj.is_none()) {
+      throw InvalidInputError(what() + ": got None, expected a numpy.ndarray" +
+                              (expected == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+                                   ? std::string()
+                                   : std::string(" of ") + element_type_name(expected)) +
+                              " (it is not optional)");
     } else {
       throw InvalidInputError(what() + ": expected a numpy.ndarray, got " + type_name(obj) +
                               " (wrap it with numpy.asarray(..., dtype=...))");

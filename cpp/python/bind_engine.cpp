@@ -40,6 +40,9 @@ class PyEngine {
   explicit PyEngine(std::shared_ptr<Engine> core) : core_(std::move(core)) {
     for (const auto& io : model().inputs()) input_names_.push_back(py::str(io.name));
     for (const auto& io : model().outputs()) output_names_.push_back(py::str(io.name));
+    // Output shapes are guessed from input shapes: only where every input and output is a tensor.
+    for (const auto* ios : {&model().inputs(), &model().outputs()})
+      for (const auto& io : *ios) guessable_ = guessable_ && io.kind == ValueKind::Tensor;
   }
 
   ~PyEngine() {
@@ -257,7 +260,7 @@ class PyEngine {
   // allocated by numpy and written in place (see shape_guess.h).
   py::dict run_direct(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
                       const std::vector<TensorView>& out_views, std::vector<py::object>& out_arrays) const {
-    if (out_views.empty() && Engine::on_host(views)) {
+    if (guessable_ && out_views.empty() && Engine::on_host(views)) {
       py::dict result;
       if (run_into_guess(views, selected, result)) return result;
     }
@@ -266,7 +269,7 @@ class PyEngine {
       py::gil_scoped_release release;
       results = core_->run(views, selected, out_views);
     }
-    if (out_views.empty()) core_->shapes().remember(views, selected, results, &numpy_allocatable);
+    if (guessable_ && out_views.empty()) core_->shapes().remember(views, selected, results, &numpy_allocatable);
     py::dict result;
     for (size_t k = 0; k < selected.size(); ++k)
       result[output_names_[selected[k]]] = out_arrays[k] ? out_arrays[k] : owned_to_python(std::move(results[k]));
@@ -335,6 +338,7 @@ class PyEngine {
   std::shared_ptr<CompletionQueue<Completion>> completions_;
   std::vector<py::str> input_names_;
   std::vector<py::str> output_names_;
+  bool guessable_ = true;
 };
 
 // Opens an engine of a model given as a path (str) or bytes; `initializers`

@@ -30,7 +30,7 @@ void parse_inputs(const Session& model, const std::vector<py::str>& input_names,
         continue;
       }
       ++found;
-      views[i] = view_of_array(item, "input", ins[i].name, held[i], ins[i].type, &budget);
+      views[i] = view_of_input(item, ins[i], held[i], &budget);
     }
     if (!missing.empty() || found != static_cast<size_t>(PyDict_Size(inputs.ptr()))) {
       std::string unknown;
@@ -54,9 +54,10 @@ void parse_inputs(const Session& model, const std::vector<py::str>& input_names,
       throw InvalidInputError("the model takes " + std::to_string(n) + " inputs (" + names_of(ins) + "), got " +
                               std::to_string(seq.size()));
     for (size_t i = 0; i < n; ++i)
-      views[i] = view_of_array(seq[i], "input", ins[i].name, held[i], ins[i].type, &budget);
+      views[i] = view_of_input(seq[i], ins[i], held[i], &budget);
   } else {
-    throw InvalidInputError("inputs must be a dict of name -> numpy array or a list/tuple in input order (" +
+    throw InvalidInputError("inputs must be a dict of name -> value (numpy array; list, dict or None for sequence, "
+                            "map and optional inputs) or a list/tuple in input order (" +
                             names_of(ins) + "), got " + type_name(inputs));
   }
 }

@@ -18,7 +18,9 @@ Batchability batchability(const std::vector<IOInfo>& inputs, const std::vector<I
   auto no = [](std::string why) { return Batchability{false, std::move(why)}; };
   if (inputs.empty()) return no("the model has no inputs");
   for (const auto& io : inputs) {
-    if (io.kind != ValueKind::Tensor) return no("input '" + io.name + "' is not a tensor");
+    if (io.kind != ValueKind::Tensor)
+      return no("input '" + io.name + "' is a " + io.type_string +
+                ": sequence, map and optional inputs are never merged into batches");
     if (!io.has_shape || io.shape.size() <= axis)
       return no("input '" + io.name + "' has no " + ax + " (the batch axis; shape " + io.shape_string() + ")");
     if (io.shape[axis] >= 0)

@@ -15,6 +15,7 @@
 #include "fastort/errors.h"
 #include "fastort/model_scan.h"
 #include "fastort/runtime.h"
+#include "fastort/values.h"
 
 namespace fastort {
 namespace {
@@ -315,6 +316,7 @@ void check_request_limits(const std::vector<TensorView>& inputs, const std::vect
   size_t total = 0;
   for (size_t i = 0; i < inputs.size() && i < ins.size(); ++i) {
     const TensorView& v = inputs[i];
+    if (!v.is_tensor()) continue;  // charged while it was built (RequestBudget)
     if (limits.max_rows != 0 && v.shape.size() > limits.row_axis && v.shape[limits.row_axis] >= 0 &&
         static_cast<uint64_t>(v.shape[limits.row_axis]) > limits.max_rows)
       throw RequestTooLargeError(label("input", ins[i].name) + ": " + std::to_string(v.shape[limits.row_axis]) +
@@ -330,7 +332,10 @@ void check_request_limits(const std::vector<TensorView>& inputs, const std::vect
   }
 }
 
-void Session::check_input(size_t index, const TensorView& view) const { check_fit(inputs_.at(index), view, "input"); }
+void Session::check_input(size_t index, const TensorView& view) const {
+  if (!view.is_tensor()) return check_prepared(inputs_.at(index), view);
+  check_fit(inputs_.at(index), view, "input");
+}
 
 void Session::check_output_buffer(size_t index, const TensorView& view) const {
   const IOInfo& io = outputs_.at(index);
@@ -374,27 +379,52 @@ Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::st
   return Ort::Value::CreateTensor(rt.cpu_memory(), data, bytes, view.shape.data(), view.shape.size(), view.type);
 }
 
-std::vector<Ort::Value> Session::input_values(const std::vector<TensorView>& inputs,
-                                              std::vector<Ort::MemoryAllocation>& staged) const {
-  std::vector<Ort::Value> in_values;
+struct Session::Feeds {
+  std::vector<Ort::Value> values;
+  std::vector<Ort::MemoryAllocation> staged;  // pinned copies (CUDA sessions): freed after the run
+  std::vector<size_t> borrowed;               // entries of `values` the caller owns (prepared values)
+  std::vector<const char*> names;             // with an input left out: the names fed
+  bool omitted = false;
+  Feeds() = default;
+  Feeds(const Feeds&) = delete;
+  Feeds& operator=(const Feeds&) = delete;
+  ~Feeds() {
+    for (size_t i : borrowed) values[i].release();  // not ours to free
+  }
+};
+
+void Session::input_values(const std::vector<TensorView>& inputs, Feeds& feeds) const {
+  std::vector<Ort::Value>& in_values = feeds.values;
   in_values.reserve(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorView& v = inputs[i];
+    if (!v.is_tensor()) {  // a sequence, map or optional (see values.h)
+      check_prepared(inputs_[i], v);
+      if (v.absent) {
+        if (!feeds.omitted) feeds.names.assign(input_names_.begin(), input_names_.begin() + static_cast<std::ptrdiff_t>(i));
+        feeds.omitted = true;
+        continue;
+      }
+      feeds.borrowed.push_back(in_values.size());
+      in_values.emplace_back(const_cast<OrtValue*>(v.value));  // released unfreed by ~Feeds
+      if (feeds.omitted) feeds.names.push_back(input_names_[i]);
+      continue;
+    }
+    if (feeds.omitted) feeds.names.push_back(input_names_[i]);
     check_input(i, v);
     if (pinned_ && v.device.is_cpu() && v.data != nullptr && v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
       const size_t item = element_size(v.type);
       const size_t bytes = item == 0 ? 0 : element_count(v, item, "input", inputs_[i].name) * item;
       if (bytes >= pinned_min_bytes_) {
-        staged.push_back(pinned_->GetAllocation(bytes));
-        std::memcpy(staged.back().get(), v.data, bytes);
-        in_values.push_back(Ort::Value::CreateTensor(pinned_memory_, staged.back().get(), bytes, v.shape.data(),
+        feeds.staged.push_back(pinned_->GetAllocation(bytes));
+        std::memcpy(feeds.staged.back().get(), v.data, bytes);
+        in_values.push_back(Ort::Value::CreateTensor(pinned_memory_, feeds.staged.back().get(), bytes, v.shape.data(),
                                                      v.shape.size(), v.type));
         continue;
       }
     }
     in_values.push_back(wrap(v, "input", inputs_[i].name));
   }
-  return in_values;
 }
 
 std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& inputs,
@@ -404,9 +434,10 @@ std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& in
                             std::to_string(inputs.size()));
   try {
     Ort::IoBinding binding(session_);
-    std::vector<Ort::MemoryAllocation> staged;  // pinned copies: freed after the run
-    std::vector<Ort::Value> in_values = input_values(inputs, staged);
-    for (size_t i = 0; i < inputs.size(); ++i) binding.BindInput(input_names_[i], in_values[i]);
+    Feeds feeds;
+    input_values(inputs, feeds);
+    const std::vector<const char*>& in_names = feeds.omitted ? feeds.names : input_names_;
+    for (size_t i = 0; i < feeds.values.size(); ++i) binding.BindInput(in_names[i], feeds.values[i]);
     const OrtMemoryInfo* where = device_.is_cpu() ? Runtime::get().cpu_memory() : static_cast<const OrtMemoryInfo*>(device_memory_);
     const size_t n = outputs.empty() ? outputs_.size() : outputs.size();
     for (size_t k = 0; k < n; ++k) {
@@ -465,8 +496,9 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
     throw InvalidInputError("the model takes " + std::to_string(inputs_.size()) + " inputs, got " +
                             std::to_string(inputs.size()));
   try {
-    std::vector<Ort::MemoryAllocation> staged;  // pinned copies (CUDA sessions): freed after the run
-    std::vector<Ort::Value> in_values = input_values(inputs, staged);
+    Feeds feeds;
+    input_values(inputs, feeds);
+    const std::vector<const char*>& in_names = feeds.omitted ? feeds.names : input_names_;
 
     std::vector<const char*> selected_names;
     const std::vector<const char*>& out_names = outputs.empty() ? output_names_ : selected_names;
@@ -495,7 +527,7 @@ std::vector<Ort::Value> Session::run(const std::vector<TensorView>& inputs, cons
 
     if (!out.empty()) check_no_overlap(inputs, outputs, out);
 
-    session_.Run(Ort::RunOptions{nullptr}, input_names_.data(), in_values.data(), in_values.size(),
+    session_.Run(Ort::RunOptions{nullptr}, in_names.data(), feeds.values.data(), feeds.values.size(),
                  out_names.data(), out_values.data(), out_values.size());
     return out_values;
   } catch (const Ort::Exception& e) {

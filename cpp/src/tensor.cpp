@@ -177,10 +177,46 @@ std::string type_string_of(const Ort::ConstTypeInfo& info) {
 
 }  // namespace
 
+std::string type_string(const Ort::ConstTypeInfo& info) { return type_string_of(info); }
+
+std::shared_ptr<const ValueType> value_type_of(const Ort::ConstTypeInfo& info) {
+  auto t = std::make_shared<ValueType>();
+  t->type_string = type_string_of(info);
+  switch (info.GetONNXType()) {
+    case ONNX_TYPE_TENSOR:
+      t->kind = ValueKind::Tensor;
+      t->element = info.GetTensorTypeAndShapeInfo().GetElementType();
+      break;
+    case ONNX_TYPE_SEQUENCE: {
+      t->kind = ValueKind::Sequence;
+      auto elem = info.GetSequenceTypeInfo().GetSequenceElementType();
+      t->inner = value_type_of(elem.GetConst());
+      break;
+    }
+    case ONNX_TYPE_MAP: {
+      t->kind = ValueKind::Map;
+      auto map = info.GetMapTypeInfo();
+      t->element = map.GetMapKeyType();
+      auto value = map.GetMapValueType();
+      t->inner = value_type_of(value.GetConst());
+      break;
+    }
+    case ONNX_TYPE_OPTIONAL: {
+      t->kind = ValueKind::Optional;
+      auto elem = info.GetOptionalTypeInfo().GetOptionalElementType();
+      t->inner = value_type_of(elem.GetConst());
+      break;
+    }
+    default: t->kind = ValueKind::Other; break;
+  }
+  return t;
+}
+
 IOInfo describe(const std::string& name, const Ort::ConstTypeInfo& info) {
   IOInfo io;
   io.name = name;
-  io.type_string = type_string_of(info);
+  io.value_type = value_type_of(info);
+  io.type_string = io.value_type->type_string;
   switch (info.GetONNXType()) {
     case ONNX_TYPE_TENSOR: {
       io.kind = ValueKind::Tensor;

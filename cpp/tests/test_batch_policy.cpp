@@ -55,7 +55,7 @@ void test_batchability() {
 
   // Non-tensor values and models without inputs.
   b = batchability({sequence("s")}, {out}, 0);
-  CHECK(!b.ok && b.reason.find("not a tensor") != std::string::npos);
+  CHECK(!b.ok && b.reason.find("never merged into batches") != std::string::npos);
   b = batchability({dyn}, {sequence("s")}, 0);
   CHECK(!b.ok && b.reason.find("seq(tensor(float))") != std::string::npos);
   CHECK(!batchability({}, {out}, 0).ok);

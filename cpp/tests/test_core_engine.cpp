@@ -13,6 +13,7 @@
 #include "fastort/engine.h"
 #include "fastort/errors.h"
 #include "fastort/runtime.h"
+#include "fastort/values.h"
 
 using namespace fastort;
 
@@ -121,6 +122,76 @@ void test_queue(const std::string& model) {
   CHECK_THROWS(engine->submit(std::move(late)), ClosedError);
 }
 
+// Sequence and map values (values.h), and their check against a declared type.
+void test_values() {
+  std::vector<float> a{1, 2, 3}, b{4};
+  TensorView va, vb;
+  va.type = vb.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  va.data = a.data();
+  va.shape = {3};
+  vb.data = b.data();
+  vb.shape = {1};
+  std::vector<Ort::Value> parts;
+  parts.push_back(host_tensor(va, "a"));
+  parts.push_back(host_tensor(vb, "b"));
+  Ort::Value seq = make_sequence(parts, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, "s");
+  CHECK(seq.GetCount() == 2);
+  CHECK(type_string(seq.GetTypeInfo().GetConst()) == "seq(tensor(float))");
+  CHECK_THROWS(make_sequence(parts, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, "s"), InvalidInputError);
+  CHECK_THROWS(make_sequence({}, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, "s"), InvalidInputError);
+
+  // The C API refuses an empty sequence; onnxruntime's SequenceEmpty makes it, once per type.
+  const OrtValue* empty = empty_sequence(ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, "s");
+  CHECK(empty != nullptr && empty == empty_sequence(ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, "s"));
+  CHECK(Ort::ConstValue(empty).GetCount() == 0);
+  CHECK(type_string(Ort::ConstValue(empty).GetTypeInfo().GetConst()) == "seq(tensor(string))");
+
+  std::vector<std::string_view> keys{"x", "y"};
+  std::vector<double> values{0.5, 1.5};
+  TensorView vk, vv;
+  vk.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING;
+  vk.strings = keys.data();
+  vk.shape = {2};
+  vv.type = ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+  vv.data = values.data();
+  vv.shape = {2};
+  Ort::Value map = make_map(vk, vv, "m");
+  CHECK(type_string(map.GetTypeInfo().GetConst()) == "map(string,tensor(double))");
+  vv.shape = {1};
+  CHECK_THROWS(make_map(vk, vv, "m"), InvalidInputError);  // as many keys as values
+  CHECK(!map_supported(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+
+  // An input declared optional(seq(tensor(float))): the sequence or nothing.
+  auto tensor_t = std::make_shared<ValueType>();
+  tensor_t->kind = ValueKind::Tensor;
+  tensor_t->element = ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  tensor_t->type_string = "tensor(float)";
+  auto seq_t = std::make_shared<ValueType>();
+  seq_t->kind = ValueKind::Sequence;
+  seq_t->inner = tensor_t;
+  seq_t->type_string = "seq(tensor(float))";
+  auto opt_t = std::make_shared<ValueType>();
+  opt_t->kind = ValueKind::Optional;
+  opt_t->inner = seq_t;
+  opt_t->type_string = "optional(seq(tensor(float)))";
+  IOInfo io;
+  io.name = "o";
+  io.kind = ValueKind::Optional;
+  io.value_type = opt_t;
+  io.type_string = opt_t->type_string;
+  TensorView given;
+  given.value = seq;
+  check_prepared(io, given);
+  given.value = map;
+  CHECK_THROWS(check_prepared(io, given), InvalidInputError);
+  TensorView none;
+  none.absent = true;
+  check_prepared(io, none);
+  io.kind = ValueKind::Sequence;
+  io.value_type = seq_t;
+  CHECK_THROWS(check_prepared(io, none), InvalidInputError);  // not optional
+}
+
 }  // namespace
 
 int main() {
@@ -134,6 +205,7 @@ int main() {
     Runtime::load(lib);
     test_direct(model);
     test_queue(model);
+    test_values();
   } catch (const std::exception& e) {
     fastort_test::fail(__FILE__, __LINE__, std::string("unexpected exception: ") + e.what());
   }

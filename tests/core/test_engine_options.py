@@ -73,5 +73,6 @@ def test_batchability_is_the_core_rule_on_the_configured_axis():
         engine = fastort.Engine(model, max_batch_size=4)
     assert not engine.batching and "fixed dim 0" in engine._core.unbatchable_reason
     engine.close()
-    assert _core.batchability([("s", "seq(tensor(float))", None)], [], 0) == (False, "input 's' is not a tensor")
+    assert _core.batchability([("s", "seq(tensor(float))", None)], [], 0) == (
+        False, "input 's' is a seq(tensor(float)): sequence, map and optional inputs are never merged into batches")
     assert _core.batchability([("x", "tensor(float)", ("b", 4))], [("y", "tensor(float)", None)])[0]

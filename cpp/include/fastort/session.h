@@ -107,7 +107,9 @@ class Session {
   std::ptrdiff_t input_index(const std::string& name) const noexcept;
   std::ptrdiff_t output_index(const std::string& name) const noexcept;
 
-  // Throws InvalidInputError unless `view` fits input `index`: element type, rank, fixed dims.
+  // Throws InvalidInputError unless `view` fits input `index`: element type,
+  // rank, fixed dims; for a prepared value (sequence, map, optional; see
+  // values.h) or an absent optional, its declared type.
   void check_input(size_t index, const TensorView& view) const;
   // Same for a caller-provided output buffer (which must be a non-string tensor).
   void check_output_buffer(size_t index, const TensorView& view) const;
@@ -124,7 +126,8 @@ class Session {
   }
 
   // Runs the model. `inputs`: one view per model input, in model order; buffers
-  // are read in place. `outputs`: indices of the outputs wanted (all when empty).
+  // are read in place; prepared values (TensorView::value) are fed as they are,
+  // absent optionals left out. `outputs`: indices of the outputs wanted (all when empty).
   // `out`: empty, or one view per wanted output; a view with a buffer is written
   // in place (its shape must be the output's), one without is allocated by
   // onnxruntime. Thread-safe; returns one value per wanted output.
@@ -178,10 +181,11 @@ class Session {
   Ort::MemoryInfo pinned_memory_{nullptr};
   std::unique_ptr<Ort::Allocator> pinned_;
   size_t pinned_min_bytes_ = 0;
-  // Inputs as onnxruntime values: views over the caller's buffers, or (pinned
-  // staging) over copies in `staged`, which must outlive the run.
-  std::vector<Ort::Value> input_values(const std::vector<TensorView>& inputs,
-                                       std::vector<Ort::MemoryAllocation>& staged) const;
+  // A run's feeds: the inputs as onnxruntime values (views over the caller's
+  // buffers, or (pinned staging) over copies it holds; prepared values borrowed)
+  // and, when an optional input is left out, the names of those fed.
+  struct Feeds;
+  void input_values(const std::vector<TensorView>& inputs, Feeds& feeds) const;
 };
 
 }  // namespace fastort

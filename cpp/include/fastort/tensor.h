@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -42,24 +43,47 @@ struct Device {
   std::string str() const;  // "cpu", "cuda:0"
 };
 
-// A tensor the caller owns: a typed buffer, or (for strings) one UTF-8 string
-// per element. Typed buffers are handed to onnxruntime as they are, never copied.
+// One model input as the core takes it: a tensor the caller owns (a typed
+// buffer, or for strings one UTF-8 string per element; typed buffers are handed
+// to onnxruntime as they are, never copied), or, for an input declared as a
+// sequence, map or optional, a value prepared with values.h (`value`), or an
+// optional input left out (`absent`). The tensor fields are unused for those two.
 struct TensorView {
   ElementType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
   void* data = nullptr;                         // element buffer, C-contiguous
   const std::string_view* strings = nullptr;    // string tensors: one view per element
   std::vector<int64_t> shape;
   Device device;                                // host memory unless said otherwise
+  // A prepared onnxruntime value (not owned: the caller keeps it alive for the
+  // run; onnxruntime only reads inputs, so one value may feed several runs).
+  const OrtValue* value = nullptr;
+  // An optional input given as "none": left out of the run's feeds, which
+  // onnxruntime takes as an empty optional.
+  bool absent = false;
+
+  bool is_tensor() const noexcept { return value == nullptr && !absent; }
 };
 
 // What kind of value an input or output is.
 enum class ValueKind { Tensor, Sequence, Map, Optional, Other };
+
+// A declared type, nested: "seq(tensor(float))" is a Sequence whose `inner` is
+// a Tensor of FLOAT; "map(int64,tensor(float))" a Map of key INT64 whose
+// `inner` is a Tensor of FLOAT; "optional(seq(...))" an Optional whose `inner`
+// is the sequence.
+struct ValueType {
+  ValueKind kind = ValueKind::Other;
+  ElementType element = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // tensors: element type; maps: key type
+  std::shared_ptr<const ValueType> inner;  // sequence element, map value, optional's contents
+  std::string type_string;                 // ONNX-style, as IOInfo::type_string
+};
 
 // One model input or output.
 struct IOInfo {
   std::string name;
   ValueKind kind = ValueKind::Other;
   ElementType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // tensors only
+  std::shared_ptr<const ValueType> value_type;  // the declared type, nested (never null after describe)
   bool has_shape = false;               // false when the model gives no rank
   std::vector<int64_t> shape;           // -1 for dims not fixed
   std::vector<std::string> dim_names;   // symbolic name per dim ("" when none)
@@ -71,6 +95,9 @@ struct IOInfo {
 
 // Describes an onnxruntime type (for IOInfo).
 IOInfo describe(const std::string& name, const Ort::ConstTypeInfo& info);
+std::shared_ptr<const ValueType> value_type_of(const Ort::ConstTypeInfo& info);
+// ONNX-style type string of an onnxruntime type: "tensor(float)", "seq(tensor(int64))".
+std::string type_string(const Ort::ConstTypeInfo& info);
 
 // Type, data pointer and shape of a tensor value (no copy).
 TensorView view_of(Ort::Value& value);

@@ -8,7 +8,8 @@ Imports only :mod:`fastort.runtime`, :mod:`fastort.errors` and ``fastort._core``
 
 from __future__ import annotations
 
-from .engine import BatchConfig, Dim, Engine, EngineOptions, Inputs, IOSpec, ModelLike
+from .engine import BatchConfig, Dim, Engine, EngineOptions, Inputs, InputValue, IOSpec, MapValue, ModelLike
 from .manifest import is_package, load_package
 
-__all__ = ["Engine", "EngineOptions", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs", "is_package", "load_package"]
+__all__ = ["Engine", "EngineOptions", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs", "InputValue", "MapValue",
+           "is_package", "load_package"]

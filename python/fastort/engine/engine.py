@@ -50,11 +50,19 @@ from .manifest import is_package, load_package
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["Engine", "EngineOptions", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs"]
+__all__ = ["Engine", "EngineOptions", "IOSpec", "BatchConfig", "ModelLike", "Dim", "Inputs", "InputValue", "MapValue"]
 
 ModelLike = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "onnx.ModelProto"]
 Dim = Union[int, str, None]
-Inputs = Union[Mapping[str, Any], Sequence[Any], np.ndarray]
+#: A map input's dict: int or str keys (numpy integers too), number or str values.
+MapValue = Mapping[Union[int, str, bytes, np.integer], Union[int, float, str, bytes, np.number]]
+#: One input's value: for a tensor a numpy array (or numpy scalar, or any DLPack /
+#: ``__cuda_array_interface__`` object, hence Any); for ``seq(tensor(T))`` a list or
+#: tuple of arrays (``seq(map(...))``: of dicts); for ``map(K, V)`` a dict; for
+#: ``optional(X)`` None (empty) or a value of X.
+InputValue = Union[np.ndarray, Sequence[np.ndarray], Sequence[MapValue], MapValue, None, Any]
+#: A request's inputs: name -> value, values in input order, or the one input's array.
+Inputs = Union[Mapping[str, InputValue], Sequence[InputValue], np.ndarray]
 
 OUTPUT_DEVICES = ("cpu", "cuda")
 OUTPUT_FORMATS = ("numpy", "dlpack", "torch", "cupy")
@@ -68,7 +76,8 @@ LOG_LEVELS: Dict[str, int] = {"verbose": 0, "info": 1, "warning": 2, "error": 3,
 class IOSpec:
     """One model input or output.
 
-    ``dtype`` and ``shape`` are None for non-tensor values (sequences, maps).
+    ``dtype`` and ``shape`` are None for non-tensor values (sequences, maps,
+    optionals); ``type`` says what they hold, e.g. ``"optional(seq(tensor(float)))"``.
     A dim of ``shape`` is an int when fixed, the dim's symbolic name (str) when
     the model names it, or None when it is free and unnamed.
     """
@@ -619,7 +628,10 @@ class Engine:
                 input order, or, for a one-input model, the array itself. An array
                 that is C-contiguous and of the input's dtype is read in place;
                 a non-contiguous or byte-swapped one is copied once. dtypes are
-                never cast: a wrong dtype raises InvalidInputError.
+                never cast: a wrong dtype raises InvalidInputError. Inputs
+                declared as sequences take a list/tuple of arrays (empty too),
+                maps a dict, optionals None or the value (see :data:`InputValue`);
+                each element is checked against the declared type.
             outputs: names of the outputs wanted (default: all).
             out: output name -> preallocated array (C-contiguous, writeable, the
                 output's dtype and exact shape) that onnxruntime writes into.
@@ -644,7 +656,8 @@ class Engine:
             A dict of output name -> value, in the model's output order (or the
             order of ``outputs``). Tensors are numpy arrays over onnxruntime's
             buffers (no copy; a batched request gets a view of its rows); string
-            tensors are object arrays of str; sequences are lists, maps dicts.
+            tensors are object arrays of str; sequences are lists, maps dicts,
+            empty optionals None.
         """
         core = self._core
         if core is None:
