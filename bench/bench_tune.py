@@ -1,6 +1,6 @@
 """fastort tune vs plain onnxruntime, side by side in one run.
 
-    .venv/bin/python bench/bench_tune.py --quick    # ~3-4 min: MLP, CNN, OCR classifier at 1 and 16 clients
+    .venv/bin/python bench/bench_tune.py --quick    # ~6-7 min: MLP, CNN, OCR classifier at 1 and 16 clients
     .venv/bin/python bench/bench_tune.py            # every model at 1, 4, 16, 64 clients (quiet machine, ~1 h)
 
 For each model and client count (closed-loop Python threads sending batch-1
@@ -225,8 +225,8 @@ def main() -> int:
     args = parser.parse_args()
     models = (args.models or ("mlp,cnn,ocr-cls" if args.quick else "mlp,cnn,transformer,ocr-cls,ocr-rec")).split(",")
     clients = [int(c) for c in (args.clients or ("1,16" if args.quick else "1,4,16,64")).split(",")]
-    args.rounds, args.trials, args.tune_minutes = (1, 12, 0.75) if args.quick else (3, None, 3.0)
-    args.warmup, args.window, args.windows = (0.2, 0.25, 4) if args.quick else (0.5, 1.0, 8)
+    args.rounds, args.trials, args.tune_minutes = (3, 12, 0.75) if args.quick else (3, None, 3.0)
+    args.warmup, args.window, args.windows = (0.3, 0.4, 4) if args.quick else (0.5, 1.0, 8)
 
     import tempfile
 

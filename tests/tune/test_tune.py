@@ -89,6 +89,24 @@ def test_ranking_feasible_first_then_closest_then_failed():
     assert sorted(cands, key=lambda c: rank_key(c, "latency"))[0] is ok_slow
 
 
+def test_a_winner_must_beat_the_defaults_by_more_than_the_noise():
+    from fastort.tune.search import NOISE_MARGIN, _prefer_default
+
+    default = CandidateResult(Config(), "default", measurement=_m(1000, 5.0))
+    close = CandidateResult(Config(intra_op_threads=1), "threads", measurement=_m(1000 * (1 + NOISE_MARGIN / 2), 5.0))
+    clear = CandidateResult(Config(replicas=2), "replicas", measurement=_m(1000 * (1 + 2 * NOISE_MARGIN), 5.0))
+    for c in (default, close, clear):
+        c.judge(Targets())
+    assert _prefer_default(close, default, "throughput") is default
+    assert any("within 3%" in n for n in default.notes)
+    assert _prefer_default(clear, default, "throughput") is clear
+    slow_p99 = CandidateResult(Config(), "default", measurement=_m(1000, 9.0))
+    slow_p99.judge(Targets(p99_ms=8))  # the defaults miss the target: never preferred
+    assert _prefer_default(close, slow_p99, "throughput") is close
+    assert _prefer_default(close, default, "latency") is default
+    assert _prefer_default(CandidateResult(Config(), "x", measurement=_m(900, 2.0)), default, "latency").stage == "x"
+
+
 # -- whole runs --------------------------------------------------------------------
 
 
@@ -105,9 +123,10 @@ def test_tune_returns_winner_table_and_baseline(mlp_path):
     assert data["winner"]["label"] == r.winner.config.label() and len(data["candidates"]) == 4
     m = r.winner.measurement
     assert m.throughput > 0 and 0 < m.p50_ms <= m.p99_ms and m.windows >= 1
-    # the 3 leaders were measured again, between two more baselines; the winner is one of them
+    # the 3 leaders and the defaults were measured again, between two more baselines; the winner is one of them
     confirmed = [c for c in r.candidates if c.repeats]
-    assert len(confirmed) == 3 and r.winner in confirmed and len(r.baseline) >= 3
+    assert len(confirmed) in (3, 4) and r.winner in confirmed and r.candidates[0] in confirmed
+    assert len(r.baseline) >= 3
     assert all(len(c.repeat_ratios) == 1 and c.worst_p99_ms >= c.measurement.p99_ms for c in confirmed)
     r = fastort.tune(mlp_path, clients=2, budget=Budget(minutes=0.5, trials=2, window_s=0.1, confirm=0),
                      progress=False, baseline=False)

@@ -27,6 +27,10 @@ DEFAULT_ALLOW = ("threads", "replicas", "batching", "precision", "quantize", "op
 CONFIRM_SHARE = 0.15
 #: How a budget is split between the stages still to run (batching pays most often under load).
 STAGE_WEIGHTS = {"threads": 2.0, "replicas": 2.0, "batching": 3.0, "graph": 1.0, "variants": 2.0}
+#: A candidate must beat fastort's defaults by more than this (relative) to
+#: replace them: smaller gaps are within the noise of a shared machine, and a
+#: lucky window must not ship a worse configuration.
+NOISE_MARGIN = 0.03
 
 
 def _rss_mb() -> Optional[float]:
@@ -202,6 +206,10 @@ class _Run:
         the worse of the two."""
         ranked = [c for c in sorted(self.candidates, key=lambda c: rank_key(c, self.objective))
                   if c.measurement is not None and c.failed is None][:self.budget.confirm]
+        default = self.candidates[0] if self.candidates else None
+        if (default is not None and default not in ranked and default.measurement is not None
+                and default.failed is None and ranked):
+            ranked.append(default)  # the defaults are what a winner must beat: measure them again too
         if len(ranked) < 2:
             return
         if time.perf_counter() >= self.deadline:
@@ -247,6 +255,27 @@ class _Run:
             near = ([before[-1]] if before else []) + ([after[0]] if after else [])
             c.baseline_throughput = sum(near) / len(near) if near else None
         self.bar.close()
+
+
+def _prefer_default(winner: Optional[CandidateResult], default: Optional[CandidateResult],
+                    objective: str) -> Optional[CandidateResult]:
+    """The defaults (the first candidate) when ``winner`` beats them by no more
+    than :data:`NOISE_MARGIN`: a configuration is only worth writing down when
+    it is measurably better than none."""
+    if (winner is None or default is None or winner is default or not default.feasible
+            or default.measurement is None or winner.measurement is None):
+        return winner
+    if objective == "latency":
+        better = default.worst_p99_ms > winner.worst_p99_ms * (1.0 + NOISE_MARGIN)
+    else:
+        w = winner.ratio if winner.ratio is not None else winner.measurement.throughput
+        d = default.ratio if default.ratio is not None else default.measurement.throughput
+        better = w > d * (1.0 + NOISE_MARGIN)
+    if better:
+        return winner
+    default.notes.append(f"kept fastort's defaults: the best other candidate ({winner.config.label()}) was "
+                         f"within {NOISE_MARGIN:.0%}, the measurement noise")
+    return default
 
 
 def tune(
@@ -388,6 +417,7 @@ def tune(
             c.judge(targets_)
         ranked = sorted(run.candidates, key=lambda c: rank_key(c, objective))
         winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
+        winner = _prefer_default(winner, run.candidates[0] if run.candidates else None, objective)
         if inputs_set.synthetic and winner is not None:
             winner.notes.append("measured on synthetic inputs")
         result = TuneResult(
