@@ -259,15 +259,16 @@ class PyEngine {
   // Straight to a replica. Small outputs whose shapes the core can guess are
   // allocated by numpy and written in place (see shape_guess.h).
   py::dict run_direct(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
-                      const std::vector<TensorView>& out_views, std::vector<py::object>& out_arrays) const {
+                      const std::vector<TensorView>& out_views, std::vector<py::object>& out_arrays,
+                      size_t replica = SessionPool::kLeastBusy) const {
     if (guessable_ && out_views.empty() && Engine::on_host(views)) {
       py::dict result;
-      if (run_into_guess(views, selected, result)) return result;
+      if (run_into_guess(views, selected, result, replica)) return result;
     }
     std::vector<Ort::Value> results;
     {
       py::gil_scoped_release release;
-      results = core_->run(views, selected, out_views);
+      results = core_->run(views, selected, out_views, replica);
     }
     if (guessable_ && out_views.empty()) core_->shapes().remember(views, selected, results, &numpy_allocatable);
     py::dict result;
@@ -277,7 +278,7 @@ class PyEngine {
   }
 
   bool run_into_guess(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
-                      py::dict& result) const {
+                      py::dict& result, size_t replica) const {
     std::vector<std::vector<int64_t>> shapes;
     if (!core_->shapes().lookup(views, selected, shapes)) return false;
     const auto& outs = model().outputs();
@@ -295,7 +296,7 @@ class PyEngine {
     bool ok;
     {
       py::gil_scoped_release release;
-      ok = core_->run_guessed(views, selected, out_views);
+      ok = core_->run_guessed(views, selected, out_views, replica);
     }
     if (!ok) return false;
     for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = arrays[k];
@@ -304,13 +305,21 @@ class PyEngine {
 
   // run() of an engine whose runs go through the queue: host requests are
   // queued and waited for, GIL released (Ctrl-C cancels a queued request);
-  // the core routes device inputs straight to a replica.
+  // the core routes device inputs straight to a replica. When the queue is
+  // idle, the request runs here on the replica it lends (the direct path, with
+  // no request record, callback or output slicing: what a lone client pays).
   py::dict run_routed(py::handle inputs, py::handle outputs, double timeout_s, int priority) const {
     auto held = std::make_shared<HeldInputs>();
     std::vector<size_t> selected = prepare(inputs, outputs, *held);
     if (core_->route(false, held->views) == Engine::Route::Direct) {
       std::vector<py::object> no_arrays(selected.size());
       return run_direct(held->views, selected, {}, no_arrays);
+    }
+    if (Engine::InlineClaim claim = core_->claim_inline(held->views, priority, deadline_after(timeout_s)); claim.valid()) {
+      std::vector<py::object> no_arrays(selected.size());
+      py::dict result = run_direct(held->views, selected, {}, no_arrays, claim.replica());
+      claim.succeeded();
+      return result;
     }
     auto waiter = std::make_shared<Waiter>();
     Request request = make_request(held, timeout_s, priority);

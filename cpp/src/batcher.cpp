@@ -239,6 +239,70 @@ uint64_t Batcher::submit(Request request, bool run_here) {
   return p->id;
 }
 
+void Batcher::record_latency(double us) {
+  if (latencies_us_.size() < kLatencyWindow) {
+    latencies_us_.push_back(us);
+  } else {
+    latencies_us_[latency_next_] = us;
+    latency_next_ = (latency_next_ + 1) % kLatencyWindow;
+  }
+}
+
+size_t Batcher::rows_of(const std::vector<TensorView>& inputs) const noexcept {
+  const size_t axis = options_.batch_axis;
+  if (!batchable_ || inputs.empty() || inputs[0].shape.size() <= axis || inputs[0].shape[axis] < 0) return 1;
+  return static_cast<size_t>(inputs[0].shape[axis]);
+}
+
+size_t Batcher::begin_inline(size_t rows, int priority, Clock::time_point deadline) {
+  if (priority < 0 || priority >= options_.priority_levels)
+    throw InvalidInputError("priority must be in [0, " + std::to_string(options_.priority_levels - 1) + "], got " +
+                            std::to_string(priority));
+  if (!options_.adaptive) return kNoReplica;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closing_) throw ClosedError("the engine is closed: no new requests are accepted");
+  if (queued_requests_ != 0 || in_flight_ != 0 || !admits(options_, 0, 0, rows)) return kNoReplica;
+  size_t replica = kNoReplica;
+  for (size_t r = 0; r < busy_.size() && replica == kNoReplica; ++r)
+    if (!busy_[r]) replica = r;
+  const Clock::time_point now = Clock::now();
+  if (replica == kNoReplica || deadline <= now) return kNoReplica;
+  observe_arrival(costs_, rows, now);
+  busy_[replica] = 1;
+  ++in_flight_;
+  ++counters_.dispatch[static_cast<size_t>(Dispatch::Inline)];
+  return replica;
+}
+
+void Batcher::end_inline(size_t replica, size_t rows, Clock::time_point started, bool ok) noexcept {
+  const double us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Workers only need the freed replica for requests queued meanwhile (or to
+    // finish closing): a lone caller does not pay a futex wake per run.
+    wake = queued_requests_ > 0 || closing_;
+    busy_[replica] = 0;
+    --in_flight_;
+    ++counters_.batches;
+    ++counters_.requests;
+    counters_.run_us_total += us;
+    auto& hist = counters_.batch_rows_histogram;
+    ++hist[std::min(rows, hist.size() - 1)];
+    if (ok) {
+      counters_.rows += rows;
+      observe_run(costs_, rows, us);
+      try {
+        record_latency(us);
+      } catch (...) {  // out of memory for the ring: the sample is dropped
+      }
+    } else {
+      ++counters_.failed;
+    }
+  }
+  if (wake) cv_.notify_all();
+}
+
 bool Batcher::cancel(uint64_t id) {
   PendingPtr removed;  // released after the lock (see finish)
   std::lock_guard<std::mutex> lock(mu_);
@@ -564,12 +628,7 @@ void Batcher::finish(Pending& p, Outcome&& outcome, bool ok) {
     counters_.run_us_total += outcome.run_us;
     if (ok) {
       counters_.rows += static_cast<uint64_t>(p.rows);
-      if (latencies_us_.size() < kLatencyWindow) {
-        latencies_us_.push_back(us);
-      } else {
-        latencies_us_[latency_next_] = us;
-        latency_next_ = (latency_next_ + 1) % kLatencyWindow;
-      }
+      record_latency(us);
     } else {
       try {
         std::rethrow_exception(outcome.error);

@@ -64,10 +64,37 @@ void Engine::reset_stats() {
   if (batcher_) batcher_->reset_stats();
 }
 
+Engine::InlineClaim& Engine::InlineClaim::operator=(InlineClaim&& o) noexcept {
+  if (this != &o) {
+    this->~InlineClaim();
+    batcher_ = o.batcher_;
+    replica_ = o.replica_;
+    rows_ = o.rows_;
+    started_ = o.started_;
+    ok_ = o.ok_;
+    o.batcher_ = nullptr;
+  }
+  return *this;
+}
+
+Engine::InlineClaim::~InlineClaim() {
+  if (batcher_) batcher_->end_inline(replica_, rows_, started_, ok_);
+  batcher_ = nullptr;
+}
+
+Engine::InlineClaim Engine::claim_inline(const std::vector<TensorView>& inputs, int priority,
+                                         Clock::time_point deadline) {
+  if (!batcher_ || !route_runs_) return {};
+  const size_t rows = batcher_->rows_of(inputs);
+  const size_t replica = batcher_->begin_inline(rows, priority, deadline);
+  if (replica == Batcher::kNoReplica) return {};
+  return InlineClaim(batcher_.get(), replica, rows);
+}
+
 bool Engine::run_guessed(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-                         const std::vector<TensorView>& out) const {
+                         const std::vector<TensorView>& out, size_t replica) const {
   try {
-    pool_->run(inputs, outputs, out);
+    pool_->run(inputs, outputs, out, replica);
     return true;
   } catch (const Error&) {  // maybe a wrong guess: the caller runs again
     guess_->miss();

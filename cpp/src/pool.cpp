@@ -104,7 +104,12 @@ struct Count {
 }  // namespace
 
 std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-                                         const std::vector<TensorView>& out) const {
+                                         const std::vector<TensorView>& out, size_t replica) const {
+  if (replica != kLeastBusy) {
+    check_limits(inputs);
+    Count count(in_flight_[replica]);
+    return sessions_.at(replica)->run(inputs, outputs, out);
+  }
   DirectTimer timer(*this);
   check_limits(inputs);
   const size_t best = least_busy();

@@ -111,6 +111,27 @@ void test_queue(const std::string& model) {
   CHECK(s.rows == kRequests);
   CHECK(s.batches < kRequests);  // some requests were merged
 
+  // The inline route: an idle queue lends its replica to one caller at a time
+  // and counts the run when the claim ends.
+  engine->reset_stats();
+  {
+    std::vector<TensorView> in{rows_view(inputs[3], 1)};
+    Engine::InlineClaim claim = engine->claim_inline(in, 0);
+    CHECK(claim.valid() && claim.replica() == 0);
+    CHECK(!engine->claim_inline(in, 0).valid());  // the only replica is lent
+    CHECK(!engine->claim_inline(in, 0, Clock::now() - std::chrono::seconds(1)).valid());
+    CHECK_THROWS(engine->claim_inline(in, 99), InvalidInputError);
+    std::vector<Ort::Value> out = engine->run(in, {}, {}, claim.replica());
+    const float* y = out.at(0).GetTensorData<float>();
+    CHECK(y[0] == 0 && y[1] == 3.0f && y[2] == 0 && y[3] == 3.0f);
+    claim.succeeded();
+  }
+  s = engine->stats();
+  CHECK(s.requests == 1 && s.rows == 1 && s.batches == 1 && s.failed == 0);
+  CHECK(s.dispatch[static_cast<size_t>(Dispatch::Inline)] == 1);
+  CHECK(engine->claim_inline({rows_view(inputs[3], 1)}, 0).valid());  // given back (and a failed run counted)
+  CHECK(engine->stats().failed == 1);
+
   // Backpressure and closing.
   Request bad;
   bad.inputs = {};

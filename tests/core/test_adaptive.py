@@ -43,15 +43,27 @@ def test_policy_stats_and_results():
 
 
 def test_lone_caller_runs_inline():
+    plain = fastort.Engine(models.mlp())
     eng = fastort.Engine(models.mlp(), max_batch_size=8)
-    x = np.ones((1, 8), np.float32)
-    for _ in range(20):
-        eng.run({"x": x})
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        x = rng.standard_normal((1 + i % 3, 8)).astype(np.float32)
+        np.testing.assert_allclose(eng.run({"x": x})["y"], mlp_ref(plain, x), rtol=1e-5, atol=1e-6)
     s = eng.stats()
-    # Nothing queued and a replica free: each run ran on the caller's thread.
+    # Nothing queued and a replica free: each run ran on the caller's thread,
+    # counted by the queue (rows, latency, learned cost), not as a direct run.
     assert s["policy"]["dispatch_reasons"].get("inline") == 20
-    assert s["requests"] == 20 and s["batches"] == 20
+    assert s["requests"] == 20 and s["batches"] == 20 and s["rows"] == sum(1 + i % 3 for i in range(20))
+    assert s["direct"]["requests"] == 0 and s["latency_p50_us"] > 0
+    assert s["policy"]["us_per_row_by_batch_size"], s["policy"]
+    # A run that fails on the lent replica gives it back: the next ones still run.
+    with pytest.raises(fastort.errors.InvalidInputError):
+        eng.run({"x": np.ones((1, 9), np.float32)})
+    eng.run({"x": np.ones((1, 8), np.float32)})
+    futures = [eng.submit({"x": np.ones((1, 8), np.float32)}) for _ in range(4)]
+    assert all(f.result(10)["y"].shape == (1, 4) for f in futures)
     eng.close()
+    plain.close()
 
 
 def test_no_wait_for_rows_that_never_come():

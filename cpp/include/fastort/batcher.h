@@ -89,6 +89,19 @@ class Batcher {
   // and `done` was called. Call it without holding locks `done` needs.
   uint64_t submit(Request request, bool run_here = false);
 
+  // The inline route without a Request (the caller runs the request itself,
+  // e.g. into buffers it allocated): when the adaptive queue is empty and no
+  // batch runs anywhere, marks a free replica busy and returns its index;
+  // kNoReplica otherwise (queue the request instead; also when its deadline
+  // already passed, so that it fails as a queued one would). Throws ClosedError and
+  // InvalidInputError (priority) like submit. Every claim must be ended by
+  // end_inline, which records the run as an inline batch of `rows`.
+  static constexpr size_t kNoReplica = static_cast<size_t>(-1);
+  size_t begin_inline(size_t rows, int priority, Clock::time_point deadline = Clock::time_point::max());
+  void end_inline(size_t replica, size_t rows, Clock::time_point started, bool ok) noexcept;
+  // A request's rows along the batch axis (1 when the model is not batched).
+  size_t rows_of(const std::vector<TensorView>& inputs) const noexcept;
+
   // Removes a queued request; false when it already runs or finished. Its
   // `done` is not called.
   bool cancel(uint64_t id);
@@ -115,6 +128,7 @@ class Batcher {
   Dispatch ready(Clock::time_point now, Clock::time_point& wake) const;
   void run_batch(size_t replica, std::vector<PendingPtr>& batch);
   void finish(Pending& p, Outcome&& outcome, bool ok);
+  void record_latency(double us);  // under mu_
 
   std::shared_ptr<SessionPool> pool_;
   BatchConfig options_;

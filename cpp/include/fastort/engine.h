@@ -63,6 +63,35 @@ class Engine {
   Route route(bool has_out, const std::vector<TensorView>& inputs) const noexcept;
   static bool on_host(const std::vector<TensorView>& inputs) noexcept;
 
+  // A claim on the replica an idle adaptive queue lends a caller for one run
+  // of its own (Batcher::begin_inline): valid() when granted; the destructor
+  // gives the replica back and records the run (failed unless succeeded()).
+  class InlineClaim {
+   public:
+    InlineClaim() = default;
+    InlineClaim(Batcher* batcher, size_t replica, size_t rows) noexcept
+        : batcher_(batcher), replica_(replica), rows_(rows), started_(Clock::now()) {}
+    InlineClaim(InlineClaim&& o) noexcept { *this = std::move(o); }
+    InlineClaim& operator=(InlineClaim&& o) noexcept;
+    InlineClaim(const InlineClaim&) = delete;
+    InlineClaim& operator=(const InlineClaim&) = delete;
+    ~InlineClaim();
+    bool valid() const noexcept { return batcher_ != nullptr; }
+    size_t replica() const noexcept { return replica_; }
+    void succeeded() noexcept { ok_ = true; }
+
+   private:
+    Batcher* batcher_ = nullptr;
+    size_t replica_ = 0, rows_ = 0;
+    Clock::time_point started_{};
+    bool ok_ = false;
+  };
+  // For a host run with no output buffers on an engine whose runs are routed
+  // through the queue: a claim when the queue is idle (run it yourself, on
+  // claim.replica()), else an invalid one (submit the request).
+  InlineClaim claim_inline(const std::vector<TensorView>& inputs, int priority,
+                           Clock::time_point deadline = Clock::time_point::max());
+
   // Queues a request (see Batcher::submit); throws Error when no queue runs.
   uint64_t submit(Request request, bool run_here = false);
   bool cancel(uint64_t id);
@@ -74,9 +103,12 @@ class Engine {
   // -- direct runs --------------------------------------------------------------
   // Throws RequestTooLargeError when `inputs` exceed the request limits.
   void check_limits(const std::vector<TensorView>& inputs) const { pool_->check_limits(inputs); }
+  // `replica`: the one an InlineClaim holds (its run is counted by the queue),
+  // or SessionPool::kLeastBusy.
   std::vector<Ort::Value> run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs = {},
-                              const std::vector<TensorView>& out = {}) const {
-    return pool_->run(inputs, outputs, out);
+                              const std::vector<TensorView>& out = {},
+                              size_t replica = SessionPool::kLeastBusy) const {
+    return pool_->run(inputs, outputs, out, replica);
   }
   std::vector<Ort::Value> run_to_device(const std::vector<TensorView>& inputs,
                                         const std::vector<size_t>& outputs = {}) const {
@@ -85,7 +117,7 @@ class Engine {
   // Runs into buffers allocated in guessed shapes (shapes()); false (the guess
   // counted as a miss) when onnxruntime refused them: the caller runs again.
   bool run_guessed(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-                   const std::vector<TensorView>& out) const;
+                   const std::vector<TensorView>& out, size_t replica = SessionPool::kLeastBusy) const;
   ShapeGuesser& shapes() const noexcept { return *guess_; }
 
  private:

@@ -44,9 +44,12 @@ class SessionPool {
     check_request_limits(inputs, front().inputs(), limits_);
   }
 
-  // Runs on the replica with the fewest runs in flight (unbatched path).
+  // Runs on the replica with the fewest runs in flight (unbatched path), or on
+  // `replica` when one is named: a run the request queue lent that replica
+  // for, which the queue counts (it is left out of direct_stats).
+  static constexpr size_t kLeastBusy = static_cast<size_t>(-1);
   std::vector<Ort::Value> run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs = {},
-                              const std::vector<TensorView>& out = {}) const;
+                              const std::vector<TensorView>& out = {}, size_t replica = kLeastBusy) const;
 
   // Session::run_to_device on the least busy replica.
   std::vector<Ort::Value> run_to_device(const std::vector<TensorView>& inputs,
