@@ -16,13 +16,11 @@ rapidocr-onnxruntime wheel (downloaded with pip into .cache/, never committed).
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -30,33 +28,6 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 CACHE = os.path.join(ROOT, ".cache", "rapidocr")
-
-
-def ocr_models() -> Dict[str, str]:
-    """PP-OCRv4 det/rec .onnx files from the rapidocr-onnxruntime wheel (fetched once)."""
-    out_dir = os.path.join(CACHE, "models")
-    if not glob.glob(os.path.join(out_dir, "*.onnx")):
-        os.makedirs(CACHE, exist_ok=True)
-        if not glob.glob(os.path.join(CACHE, "*.whl")):
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "rapidocr-onnxruntime",
-                            "-d", CACHE], check=False)
-        wheels = glob.glob(os.path.join(CACHE, "rapidocr_onnxruntime-*.whl"))
-        if not wheels:
-            print("(rapidocr-onnxruntime could not be downloaded: the OCR models are left out)")
-            return {}
-        os.makedirs(out_dir, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as z:
-            for name in z.namelist():
-                if name.endswith(".onnx"):
-                    with z.open(name) as src, open(os.path.join(out_dir, os.path.basename(name)), "wb") as dst:
-                        dst.write(src.read())
-    found = {}
-    for path in glob.glob(os.path.join(out_dir, "*.onnx")):
-        if "det" in os.path.basename(path):
-            found["ppocr-det"] = path
-        elif "rec" in os.path.basename(path):
-            found["ppocr-rec"] = path
-    return found
 
 
 def feeds_for(model: str, batch: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
@@ -125,6 +96,7 @@ def main() -> int:
 
     import fastort
     from fastort.bench.ep import compare_eps, ep_cases, format_eps
+    from fastort.bench.models import packaged_models
     from fastort.runtime import plugin_eps
 
     reason = plugin_eps.plugin_reason("OpenVINOExecutionProvider")
@@ -133,7 +105,11 @@ def main() -> int:
         return 0
     tmp = tempfile.mkdtemp()
     paths = build_models(tmp)
-    paths.update(ocr_models())
+    ocr = packaged_models("rapidocr-onnxruntime==1.4.4", {"ppocr-det": "ch_PP-OCRv4_det_infer.onnx",
+                                                          "ppocr-rec": "ch_PP-OCRv4_rec_infer.onnx"}, CACHE)
+    if not ocr:
+        print("(rapidocr-onnxruntime could not be downloaded: the OCR models are left out)")
+    paths.update(ocr)
     if args.quick:
         args.seconds, args.batches = 1.0, "1,8"
         paths = {k: v for k, v in paths.items() if k != "ppocr-det"}

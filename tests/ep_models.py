@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from fastort.bench.models import cnn_model
 from models import make_model, tensor
 
 
@@ -17,22 +18,7 @@ def _init(rng: np.random.Generator, name: str, shape, scale: float = 0.1) -> onn
 
 def cnn(channels: int = 16, size: int = 32, classes: int = 10, seed: int = 0) -> onnx.ModelProto:
     """x[batch, 3, size, size] -> Conv3x3-Relu-MaxPool-Conv3x3-Relu-GlobalAvgPool-Gemm -> y[batch, classes]."""
-    rng = np.random.default_rng(seed)
-    inits = [_init(rng, "W1", (channels, 3, 3, 3)), _init(rng, "B1", (channels,)),
-             _init(rng, "W2", (2 * channels, channels, 3, 3), 0.05), _init(rng, "B2", (2 * channels,)),
-             _init(rng, "Wf", (classes, 2 * channels)), _init(rng, "Bf", (classes,))]
-    nodes = [
-        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
-        helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["f"]),
-        helper.make_node("Gemm", ["f", "Wf", "Bf"], ["y"], transB=1),
-    ]
-    return make_model(nodes, [tensor("x", TensorProto.FLOAT, ["batch", 3, size, size])],
-                      [tensor("y", TensorProto.FLOAT, ["batch", classes])], inits)
+    return cnn_model(channels, size, classes, seed)
 
 
 def mlp(sizes=(256, 512, 512, 64), seed: int = 0) -> onnx.ModelProto:

@@ -257,18 +257,23 @@ class PyEngine {
   }
 
   // Straight to a replica. Small outputs whose shapes the core can guess are
-  // allocated by numpy and written in place (see shape_guess.h).
+  // allocated by numpy and written in place (see shape_guess.h). With
+  // `claim`, on the replica an idle queue lent, given back as soon as
+  // onnxruntime is done and before the GIL is taken again: requests queued
+  // meanwhile must not wait for this thread's turn at the GIL.
   py::dict run_direct(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
                       const std::vector<TensorView>& out_views, std::vector<py::object>& out_arrays,
-                      size_t replica = SessionPool::kLeastBusy) const {
+                      Engine::InlineClaim* claim = nullptr) const {
+    const size_t replica = claim ? claim->replica() : SessionPool::kLeastBusy;
     if (guessable_ && out_views.empty() && Engine::on_host(views)) {
       py::dict result;
-      if (run_into_guess(views, selected, result, replica)) return result;
+      if (run_into_guess(views, selected, result, claim)) return result;
     }
     std::vector<Ort::Value> results;
     {
       py::gil_scoped_release release;
       results = core_->run(views, selected, out_views, replica);
+      if (claim) claim->end();
     }
     if (guessable_ && out_views.empty()) core_->shapes().remember(views, selected, results, &numpy_allocatable);
     py::dict result;
@@ -278,7 +283,7 @@ class PyEngine {
   }
 
   bool run_into_guess(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
-                      py::dict& result, size_t replica) const {
+                      py::dict& result, Engine::InlineClaim* claim) const {
     std::vector<std::vector<int64_t>> shapes;
     if (!core_->shapes().lookup(views, selected, shapes)) return false;
     const auto& outs = model().outputs();
@@ -296,7 +301,8 @@ class PyEngine {
     bool ok;
     {
       py::gil_scoped_release release;
-      ok = core_->run_guessed(views, selected, out_views, replica);
+      ok = core_->run_guessed(views, selected, out_views, claim ? claim->replica() : SessionPool::kLeastBusy);
+      if (ok && claim) claim->end();
     }
     if (!ok) return false;
     for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = arrays[k];
@@ -317,9 +323,7 @@ class PyEngine {
     }
     if (Engine::InlineClaim claim = core_->claim_inline(held->views, priority, deadline_after(timeout_s)); claim.valid()) {
       std::vector<py::object> no_arrays(selected.size());
-      py::dict result = run_direct(held->views, selected, {}, no_arrays, claim.replica());
-      claim.succeeded();
-      return result;
+      return run_direct(held->views, selected, {}, no_arrays, &claim);
     }
     auto waiter = std::make_shared<Waiter>();
     Request request = make_request(held, timeout_s, priority);

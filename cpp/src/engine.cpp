@@ -66,7 +66,7 @@ void Engine::reset_stats() {
 
 Engine::InlineClaim& Engine::InlineClaim::operator=(InlineClaim&& o) noexcept {
   if (this != &o) {
-    this->~InlineClaim();
+    release();
     batcher_ = o.batcher_;
     replica_ = o.replica_;
     rows_ = o.rows_;
@@ -77,7 +77,14 @@ Engine::InlineClaim& Engine::InlineClaim::operator=(InlineClaim&& o) noexcept {
   return *this;
 }
 
-Engine::InlineClaim::~InlineClaim() {
+Engine::InlineClaim::~InlineClaim() { release(); }
+
+void Engine::InlineClaim::end() noexcept {
+  ok_ = true;
+  release();
+}
+
+void Engine::InlineClaim::release() noexcept {
   if (batcher_) batcher_->end_inline(replica_, rows_, started_, ok_);
   batcher_ = nullptr;
 }

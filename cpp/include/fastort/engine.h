@@ -79,8 +79,12 @@ class Engine {
     bool valid() const noexcept { return batcher_ != nullptr; }
     size_t replica() const noexcept { return replica_; }
     void succeeded() noexcept { ok_ = true; }
+    // Gives the replica back now (a successful run), e.g. before the caller
+    // waits for a lock of its own (the GIL) that queued requests must not wait for.
+    void end() noexcept;
 
    private:
+    void release() noexcept;
     Batcher* batcher_ = nullptr;
     size_t replica_ = 0, rows_ = 0;
     Clock::time_point started_{};

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+import glob
+import os
+import subprocess
+import sys
+import zipfile
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 if TYPE_CHECKING:  # onnx is imported only when a model is built
     import onnx
 
-__all__ = ["tiny_model", "mlp_model", "relu_model"]
+__all__ = ["tiny_model", "mlp_model", "relu_model", "cnn_model", "packaged_models"]
 
 _OPSET = 17
 _IR_VERSION = 10  # readable by every onnxruntime fastort supports (1.21+)
@@ -86,3 +91,56 @@ def relu_model(n_elements: Optional[int] = None) -> "onnx.ModelProto":
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dim])],
     )
+
+
+def cnn_model(channels: int = 16, size: int = 32, classes: int = 10, seed: int = 0) -> "onnx.ModelProto":
+    """x float32[batch, 3, size, size] -> Conv3x3-Relu-MaxPool-Conv3x3-Relu-
+    GlobalAvgPool-Gemm -> y float32[batch, classes]: the small CNN of the
+    benchmarks and the execution-provider tests (seeded random weights)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, shape: Sequence[int], scale: float = 0.1) -> Any:
+        return numpy_helper.from_array((rng.standard_normal(tuple(shape)) * scale).astype(np.float32), name)
+
+    inits = [init("W1", (channels, 3, 3, 3)), init("B1", (channels,)),
+             init("W2", (2 * channels, channels, 3, 3), 0.05), init("B2", (2 * channels,)),
+             init("Wf", (classes, 2 * channels)), init("Bf", (classes,))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "W2", "B2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "Wf", "Bf"], ["y"], transB=1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, size, size])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes])], inits)
+
+
+def packaged_models(wheel: str, files: Mapping[str, str], cache: str) -> Dict[str, str]:
+    """Real models shipped inside a PyPI package, for benchmarks: downloads
+    ``wheel`` (a requirement such as ``"rapidocr-onnxruntime==1.4.4"``) once
+    with ``pip download --no-deps`` into ``cache`` and unpacks the members whose
+    base names ``files`` lists ({key: file name}). Returns {key: path} of those
+    found; empty when the download fails (no index reachable), so a benchmark
+    can leave them out and say so. Nothing here is ever committed."""
+    os.makedirs(cache, exist_ok=True)
+    paths = {k: os.path.join(cache, f) for k, f in files.items()}
+    if not all(os.path.isfile(p) for p in paths.values()):
+        project = wheel.split("=")[0].split("<")[0].split(">")[0].strip().replace("-", "_")
+        if not glob.glob(os.path.join(cache, f"{project}-*.whl")):
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", wheel, "-d", cache],
+                           check=False)
+        wheels = sorted(glob.glob(os.path.join(cache, f"{project}-*.whl")))
+        if not wheels:
+            return {}
+        with zipfile.ZipFile(wheels[-1]) as z:
+            for member in z.namelist():
+                if os.path.basename(member) in files.values():
+                    with z.open(member) as src, open(os.path.join(cache, os.path.basename(member)), "wb") as dst:
+                        dst.write(src.read())
+    return {k: p for k, p in paths.items() if os.path.isfile(p)}
