@@ -358,14 +358,7 @@ const OrtMemoryInfo* Session::device_memory(const TensorView& view, const char* 
 Ort::Value Session::wrap(const TensorView& view, const char* kind, const std::string& name) const {
   const Runtime& rt = Runtime::get();
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
-    const size_t count = element_count(view, sizeof(std::string_view), kind, name);
-    Ort::Value v = Ort::Value::CreateTensor(rt.allocator(), view.shape.data(), view.shape.size(), view.type);
-    for (size_t i = 0; i < count; ++i) {
-      const std::string_view& str = view.strings[i];
-      char* dst = v.GetResizedStringTensorElementBuffer(i, str.size());
-      if (!str.empty()) std::memcpy(dst, str.data(), str.size());
-    }
-    return v;
+    return string_tensor(view, element_count(view, sizeof(std::string_view), kind, name));
   }
   const size_t item = element_size(view.type);
   if (item == 0)

@@ -1,5 +1,6 @@
 #include "fastort/tensor.h"
 
+#include <cstring>
 #include <limits>
 
 #include "fastort/errors.h"
@@ -244,6 +245,16 @@ TensorView view_of(Ort::Value& value) {
   v.type = info.GetElementType();
   v.shape = info.GetShape();
   if (v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) v.data = value.GetTensorMutableRawData();
+  return v;
+}
+
+Ort::Value string_tensor(const TensorView& view, size_t count) {
+  Ort::Value v = Ort::Value::CreateTensor(Runtime::get().allocator(), view.shape.data(), view.shape.size(), view.type);
+  for (size_t i = 0; i < count; ++i) {
+    const std::string_view& str = view.strings[i];
+    char* dst = v.GetResizedStringTensorElementBuffer(i, str.size());
+    if (!str.empty()) std::memcpy(dst, str.data(), str.size());
+  }
   return v;
 }
 

@@ -89,13 +89,7 @@ Ort::Value host_tensor(const TensorView& view, const std::string& what) {
   if (view.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) {
     const size_t count = checked_element_count(view.shape, sizeof(std::string_view), what);
     if (count != 0 && view.strings == nullptr) throw InvalidInputError(what + ": no strings");
-    Ort::Value v = Ort::Value::CreateTensor(Runtime::get().allocator(), view.shape.data(), view.shape.size(), view.type);
-    for (size_t i = 0; i < count; ++i) {
-      const std::string_view& str = view.strings[i];
-      char* dst = v.GetResizedStringTensorElementBuffer(i, str.size());
-      if (!str.empty()) std::memcpy(dst, str.data(), str.size());
-    }
-    return v;
+    return string_tensor(view, count);
   }
   const size_t item = element_size(view.type);
   if (item == 0) throw InvalidInputError(what + ": element type " + element_type_name(view.type) + " is not supported");

@@ -102,6 +102,10 @@ std::string type_string(const Ort::ConstTypeInfo& info);
 // Type, data pointer and shape of a tensor value (no copy).
 TensorView view_of(Ort::Value& value);
 
+// A string tensor holding copies of `view`'s `count` strings (onnxruntime keeps
+// its own std::strings: string tensors cannot be views).
+Ort::Value string_tensor(const TensorView& view, size_t count);
+
 // The contents of a string tensor, in element order (copies: strings are not contiguous).
 std::vector<std::string> string_contents(const Ort::Value& value);
 
