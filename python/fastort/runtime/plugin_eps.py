@@ -5,7 +5,9 @@ ABI"). Installed packages that follow the plugin packaging convention (a
 top-level module ``onnxruntime_ep_*`` with ``get_library_path()`` and
 ``get_ep_name()``/``get_ep_names()``, e.g. ``onnxruntime-ep-openvino``) are found
 without configuration; ``FASTORT_EP_LIBRARIES`` (``name=path`` entries separated
-by ``os.pathsep``) and :func:`register_ep_library` add others. Registration is
+by ``os.pathsep``) and :func:`register_ep_library` add others;
+``FASTORT_EP_DISCOVERY=0`` turns off the search of installed packages (e.g. under
+sanitizers, which cannot load OpenVINO's ``RTLD_DEEPBIND`` libraries). Registration is
 once per process, thread-safe and never undone (a live session may use it).
 
 Discovery runs only when something asks for a plugin EP or the device list, so
@@ -23,9 +25,12 @@ from .. import _core
 from ..errors import ConfigError, EpLibraryError, FastortError, RuntimeLoadError
 
 __all__ = ["EpDevice", "PluginLibrary", "devices", "register_ep_library", "plugin_libraries",
-           "plugin_reason", "DEVICE_POLICIES", "ENV_VAR"]
+           "plugin_reason", "DEVICE_POLICIES", "ENV_VAR", "DISCOVERY_ENV_VAR"]
 
 ENV_VAR = "FASTORT_EP_LIBRARIES"
+#: "0" turns off the search of installed plugin packages (the ENV_VAR ones and
+#: register_ep_library still count).
+DISCOVERY_ENV_VAR = "FASTORT_EP_DISCOVERY"
 #: fastort's names for onnxruntime's automatic EP selection policies.
 DEVICE_POLICIES = ("prefer_cpu", "prefer_gpu", "prefer_npu", "max_performance", "max_efficiency",
                    "min_overall_power", "default")
@@ -90,6 +95,9 @@ def _installed_plugins() -> List[PluginLibrary]:
     """Plugin libraries of installed packages (a top-level ``onnxruntime_ep_*`` module)."""
     import importlib
     import pkgutil
+
+    if os.environ.get(DISCOVERY_ENV_VAR, "1").strip() == "0":
+        return []
 
     found: List[PluginLibrary] = []
     for info in sorted(pkgutil.iter_modules(), key=lambda m: m.name):
@@ -223,6 +231,8 @@ def plugin_reason(ep_name: str) -> str:
                         "device for it on this machine (e.g. OpenVINO on a non-Intel CPU)")
             return ""
     hint = f"pip install {package}" if package else f"install its plugin package or set {ENV_VAR}"
+    if os.environ.get(DISCOVERY_ENV_VAR, "1").strip() == "0":
+        hint += f"; {DISCOVERY_ENV_VAR}=0 turns off the search of installed plugin packages"
     return f"execution provider {ep_name!r} is not installed: no plugin library provides it ({hint})"
 
 
