@@ -5,14 +5,17 @@
 
 The cluster: a head node (no CPUs) and two worker nodes of 1 logical CPU each,
 each with a custom resource naming it, started on this machine with
-``ray.cluster_utils.Cluster`` (dashboard off, 250 MB object store per node).
+``ray.cluster_utils.Cluster`` (dashboard off, 1 GiB object store per node).
 
 Ray Data batch scoring (rows/s, the scored dataset consumed to the end):
   - fastort: ``fastort.ray.score`` (Predictor actors, threads sized from the
     CPU Ray assigned: 1 each),
   - plain: the ``map_batches`` class Ray's docs show for onnxruntime (an
     ``InferenceSession`` made in ``__init__``, ``session.run`` in ``__call__``,
-    onnxruntime's default threads),
+    onnxruntime's default threads) with Ray's default actor pool settings,
+  - plain, pipelined: the same class with the 2 concurrent calls per actor that
+    ``score`` asks Ray for (``max_concurrent_calls_per_actor=2``), to show how much
+    of fastort's lead is that setting,
 with the same actors (num_cpus=1), batch size and input blocks (materialized
 first), for 1 actor on one node and 2 actors on the 2 nodes; MLP 256->512->512->16
 and a small CNN (3x32x32, two conv blocks, global pool, 10 classes), built in code.
@@ -22,7 +25,8 @@ over a ``DeploymentHandle`` for a fixed time, 1 replica of num_cpus=1:
   - fastort: ``fastort.ray.deployment`` (fastort's C++ batcher, max batch 32),
   - plain: ``@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)`` around
     an ``InferenceSession`` (max_ongoing_requests=64, like fastort's default);
-throughput and p50/p99 latency. Targets (issue #16): Data MLP >= 1.3x, 2 actors
+throughput, p50/p99 latency and the replica's CPU time per request (/proc).
+Targets (issue #16): Data MLP >= 1.3x, 2 actors
 on 2 nodes >= 1.7x one actor (where the machine has the cores), Serve >= 1.5x
 throughput with a lower p99.
 
@@ -45,7 +49,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OBJECT_STORE_BYTES = 250 << 20
+OBJECT_STORE_BYTES = 1 << 30
 MLP_SIZES = (256, 512, 512, 16)
 BATCH_SIZE = 1024
 
@@ -102,21 +106,26 @@ def bench_data(name: str, model_bytes: bytes, shape: tuple, rows: int, rounds: i
     results = []
     for actors, placement in ((1, {"node_w0": 1}), (2, {"worker": 1})):
         timings = {}
-        for method in ("plain", "fastort") * rounds:  # alternate: a noisy neighbour hits both
+        for method in ("plain", "plain_pipelined", "fastort") * rounds:  # alternate: a noisy neighbour hits all
             if method == "fastort":
                 ds = fr.score(source, ref, fr.ScoreConfig(actors=actors, resources=placement, batch_size=BATCH_SIZE),
                               fr.PredictorConfig(keep_columns=False, outputs=["y"]))
             else:
+                calls = fr.ScoreConfig().max_concurrent_calls_per_actor if method == "plain_pipelined" else None
                 ds = source.map_batches(OrtMapBatches, fn_constructor_args=(ref,), batch_size=BATCH_SIZE,
-                                        compute=ActorPoolStrategy(size=actors), num_cpus=1, resources=placement,
-                                        batch_format="numpy")
+                                        compute=ActorPoolStrategy(size=actors, max_concurrent_calls_per_actor=calls),
+                                        num_cpus=1, resources=placement, batch_format="numpy")
             n, rate = consume(ds)
             assert n == rows, (method, n, rows)
             timings[method] = max(timings.get(method, 0.0), rate)  # best of the rounds
         results.append({"model": name, "actors": actors, "plain_rows_s": timings["plain"],
-                        "fastort_rows_s": timings["fastort"], "ratio": timings["fastort"] / timings["plain"]})
-        print(f"  data {name:4s} {actors} actor(s): plain {timings['plain']:10.0f} rows/s   "
-              f"fastort {timings['fastort']:10.0f} rows/s   {timings['fastort'] / timings['plain']:.2f}x", flush=True)
+                        "plain_pipelined_rows_s": timings["plain_pipelined"],
+                        "fastort_rows_s": timings["fastort"], "ratio": timings["fastort"] / timings["plain"],
+                        "ratio_vs_pipelined": timings["fastort"] / timings["plain_pipelined"]})
+        print(f"  data {name:4s} {actors} actor(s): plain {timings['plain']:8.0f} rows/s   "
+              f"plain pipelined {timings['plain_pipelined']:8.0f}   fastort {timings['fastort']:8.0f}   "
+              f"{timings['fastort'] / timings['plain']:.2f}x ({timings['fastort'] / timings['plain_pipelined']:.2f}x "
+              "vs pipelined)", flush=True)
     return results
 
 
@@ -168,6 +177,22 @@ def drive(handle: Any, x: np.ndarray, clients: int, seconds: float) -> Dict[str,
             "p99_ms": float(np.percentile(flat, 99) * 1e3), "errors": len(errors)}
 
 
+def replica_cpu_seconds(app: str) -> float:
+    """CPU seconds used so far by the Serve replica processes of ``app`` on this machine (from /proc)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f"ServeReplica:{app}:".encode() not in f.read():
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, seconds: float) -> Dict[str, Any]:
     from ray import serve
 
@@ -183,12 +208,16 @@ def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, secon
     for method in ("plain", "fastort"):
         handle = serve.run(apps[method](), name=method, route_prefix=f"/{method}")
         drive(handle, x, clients, min(2.0, seconds / 2))  # warm-up
+        cpu = replica_cpu_seconds(method)
         out[method] = drive(handle, x, clients, seconds)
+        requests = out[method]["requests_s"] * seconds
+        out[method]["replica_cpu_ms_per_request"] = (replica_cpu_seconds(method) - cpu) * 1e3 / max(requests, 1)
         serve.delete(method)
     out["throughput_ratio"] = out["fastort"]["requests_s"] / out["plain"]["requests_s"]
     print(f"  serve {name:4s} {clients} clients: plain {out['plain']['requests_s']:7.0f} req/s "
-          f"p99 {out['plain']['p99_ms']:6.1f} ms   fastort {out['fastort']['requests_s']:7.0f} req/s "
-          f"p99 {out['fastort']['p99_ms']:6.1f} ms   {out['throughput_ratio']:.2f}x", flush=True)
+          f"p99 {out['plain']['p99_ms']:6.1f} ms, replica CPU {out['plain']['replica_cpu_ms_per_request']:.2f} ms/req   "
+          f"fastort {out['fastort']['requests_s']:7.0f} req/s p99 {out['fastort']['p99_ms']:6.1f} ms, replica CPU "
+          f"{out['fastort']['replica_cpu_ms_per_request']:.2f} ms/req   {out['throughput_ratio']:.2f}x", flush=True)
     return out
 
 
@@ -198,8 +227,10 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=None, help="rows per Ray Data run")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per Ray Serve run")
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--parts", default="data,serve", help="what to run: data, serve or both (comma-separated)")
     args = parser.parse_args()
-    rows = args.rows or (20_000 if args.quick else 200_000)
+    rows = args.rows or (40_000 if args.quick else 200_000)
+    parts = set(args.parts.split(","))
     seconds = args.seconds or (2.0 if args.quick else 10.0)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -223,11 +254,13 @@ def main() -> int:
         ray.init(address=cluster.address, log_to_driver=False)
         print(f"cluster: head + 2 worker nodes of 1 CPU; machine: {report['machine']['cpu']}, "
               f"{os.cpu_count()} cores", flush=True)
-        for name, (model, shape) in models.items():
-            report["data"] += bench_data(name, model, shape, rows if name == "mlp" else rows // 4,
+        for name, (model, shape) in models.items() if "data" in parts else ():
+            # a CNN row is 12 KB: half the rows keep the materialized input within the object stores
+            report["data"] += bench_data(name, model, shape, rows if name == "mlp" else rows // 2,
                                          1 if args.quick else 2)
-        serve.start(http_options={"host": "127.0.0.1", "port": 0}, proxy_location="Disabled")
-        for name, (model, shape) in models.items():
+        if "serve" in parts:
+            serve.start(http_options={"host": "127.0.0.1", "port": 0}, proxy_location="Disabled")
+        for name, (model, shape) in models.items() if "serve" in parts else ():
             report["serve"].append(bench_serve(name, model, shape, args.clients, seconds))
     finally:
         try:
@@ -238,7 +271,7 @@ def main() -> int:
         cluster.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
     by = {(r["model"], r["actors"]): r for r in report["data"]}
-    for name in models:
+    for name in models if "data" in parts else ():
         scaling = by[(name, 2)]["fastort_rows_s"] / by[(name, 1)]["fastort_rows_s"]
         report.setdefault("scaling_2_vs_1", {})[name] = scaling
         print(f"  fastort {name}: 2 actors on 2 nodes / 1 actor = {scaling:.2f}x "

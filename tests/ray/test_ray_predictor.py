@@ -17,7 +17,7 @@ from fastort.errors import ConfigError, FastortError, InvalidInputError
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
-from fastort.ray import Predictor, PredictorConfig, cpu_budget  # noqa: E402
+from fastort.ray import Predictor, PredictorConfig, ScoreConfig, cpu_budget, score  # noqa: E402
 from fastort.ray import threads as ray_threads  # noqa: E402
 
 
@@ -109,6 +109,13 @@ def test_configuration_mistakes_are_named():
         Predictor(models.mlp())({"features": np.zeros((2, 8), np.float32)})
     with pytest.raises(ConfigError, match="overwrite"):
         Predictor(models.mlp(), PredictorConfig(output_columns={"y": "x"}))({"x": np.zeros((2, 8), np.float32)})
+
+
+def test_score_settings_are_checked_before_ray_runs():
+    for bad, what in ((ScoreConfig(actors=0), "actors"), (ScoreConfig(batch_size=0), "batch_size"),
+                      (ScoreConfig(max_concurrent_calls_per_actor=0), "max_concurrent_calls_per_actor")):
+        with pytest.raises(ConfigError, match=what):
+            score(None, models.mlp(), bad)
 
 
 def test_threads_come_from_the_cpu_budget_not_the_host():

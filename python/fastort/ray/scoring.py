@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Type
 
 from fastort.errors import ConfigError
 from fastort.ray.predictor import Predictor, PredictorConfig
@@ -28,6 +28,12 @@ class ScoreConfig:
         resources: custom Ray resources per actor (e.g. to pin actors to nodes).
         max_tasks_in_flight_per_actor: batches queued per actor (Ray's default
             when None); 2 or more hides the gap between batches.
+        max_concurrent_calls_per_actor: batches an actor handles at a time (Ray's
+            ``ActorPoolStrategy`` argument). The default, 2, lets Ray fetch and
+            format the next batch and write out the last one while the model runs
+            (fastort releases the GIL); the model itself still runs one batch at
+            a time (Ray's ``enable_true_multi_threading`` stays off), so the
+            actor's threads stay within its CPUs. 1 is Ray's own default.
         ray_remote_args: more ``map_batches`` remote arguments (``memory``,
             ``max_restarts``, ``runtime_env``...).
         predictor_class: a :class:`Predictor` subclass to use instead (e.g. one
@@ -40,6 +46,7 @@ class ScoreConfig:
     batch_size: int = 1024
     resources: Optional[Mapping[str, float]] = None
     max_tasks_in_flight_per_actor: Optional[int] = None
+    max_concurrent_calls_per_actor: int = 2
     ray_remote_args: Mapping[str, Any] = field(default_factory=dict)
     predictor_class: Optional[Type[Predictor]] = None
 
@@ -66,16 +73,18 @@ def score(
         raise ConfigError(f"need 1 <= actors <= max_actors, got actors={config.actors}, max_actors={config.max_actors}")
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {config.batch_size}")
+    if config.max_concurrent_calls_per_actor < 1:
+        raise ConfigError(f"max_concurrent_calls_per_actor must be >= 1, got {config.max_concurrent_calls_per_actor}")
     if not isinstance(model, (str, os.PathLike)) and type(model).__name__ != "ObjectRef":
         model = ray.put(_model_bytes(model))
     elif isinstance(model, os.PathLike):
         model = os.fspath(model)
     if config.max_actors is not None and config.max_actors > config.actors:
-        compute = ActorPoolStrategy(min_size=config.actors, max_size=config.max_actors,
-                                    max_tasks_in_flight_per_actor=config.max_tasks_in_flight_per_actor)
+        sizes: Dict[str, Optional[int]] = dict(min_size=config.actors, max_size=config.max_actors)
     else:
-        compute = ActorPoolStrategy(size=config.actors,
-                                    max_tasks_in_flight_per_actor=config.max_tasks_in_flight_per_actor)
+        sizes = dict(size=config.actors)
+    compute = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=config.max_tasks_in_flight_per_actor,
+                                max_concurrent_calls_per_actor=config.max_concurrent_calls_per_actor)
     remote_args = dict(config.ray_remote_args)
     if config.resources:
         remote_args["resources"] = dict(config.resources)
