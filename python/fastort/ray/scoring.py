@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Type
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Type
 
 from fastort.errors import ConfigError
 from fastort.ray.predictor import Predictor, PredictorConfig
@@ -79,12 +79,14 @@ def score(
         model = ray.put(_model_bytes(model))
     elif isinstance(model, os.PathLike):
         model = os.fspath(model)
-    if config.max_actors is not None and config.max_actors > config.actors:
-        sizes: Dict[str, Optional[int]] = dict(min_size=config.actors, max_size=config.max_actors)
-    else:
-        sizes = dict(size=config.actors)
-    compute = ActorPoolStrategy(**sizes, max_tasks_in_flight_per_actor=config.max_tasks_in_flight_per_actor,
-                                max_concurrent_calls_per_actor=config.max_concurrent_calls_per_actor)
+    autoscaling = config.max_actors is not None and config.max_actors > config.actors
+    compute = ActorPoolStrategy(
+        size=None if autoscaling else config.actors,
+        min_size=config.actors if autoscaling else None,
+        max_size=config.max_actors if autoscaling else None,
+        max_tasks_in_flight_per_actor=config.max_tasks_in_flight_per_actor,
+        max_concurrent_calls_per_actor=config.max_concurrent_calls_per_actor,
+    )
     remote_args = dict(config.ray_remote_args)
     if config.resources:
         remote_args["resources"] = dict(config.resources)
