@@ -3,7 +3,8 @@ and structured pruning of the CIFAR-10 style CNN, each against float32 in one ru
 
     .venv/bin/python bench/bench_compress.py [--quick] [--seconds 2] [--out bench/out/compress.json]
 
-1. A small BERT-like encoder (token + position embeddings, pre-norm layers of
+1. A BERT-like encoder (d=512, 2 layers with --quick; d=768, 2 layers; --encoder DxL)
+   (token + position embeddings, pre-norm layers of
    4-head self-attention and a GELU MLP, mean pooling, a classifier), built
    and trained briefly with torch on a synthetic task (find the class marker
    token in a sequence of random tokens). Variants: float32, int8 dynamic,
@@ -103,13 +104,23 @@ def marker_task(n: int, vocab: int, seq: int, classes: int, seed: int) -> "tuple
     return tokens.astype(np.int64), labels.astype(np.int64)
 
 
-def bench_encoder(quick: bool, seconds: float) -> List[Dict[str, Any]]:
+#: (d_model, layers, training steps). A batch-1 request is 32 tokens, so the
+#: MatMuls are 32 rows: with float compute (accuracy level 0) int4 only pays once
+#: the weights outgrow the caches, and int8 compute (accuracy level 4) pays sooner.
+#: At d=128 every int4 variant was slower than float32 at batch 1 (bench/RESULTS.md).
+ENCODER_QUICK = (512, 2, 25)
+ENCODER_FULL = (768, 2, 60)
+
+
+def bench_encoder(quick: bool, seconds: float, size: "tuple[int, int] | None" = None) -> List[Dict[str, Any]]:
     import torch
 
     from fastort.prepare.convert import from_torch
 
     vocab, seq, classes = 1000, 32, 8
-    d, layers, steps = (128, 2, 25) if quick else (256, 4, 200)
+    d, layers, steps = ENCODER_QUICK if quick else ENCODER_FULL
+    if size is not None:
+        d, layers = size
     print(f"== encoder: d={d}, {layers} layers, seq {seq}; training {steps} steps")
     torch.manual_seed(0)
     model = encoder_module(vocab, seq, d, layers, classes)
@@ -149,7 +160,7 @@ def bench_encoder(quick: bool, seconds: float) -> List[Dict[str, Any]]:
         e, er = out["pooled"], ref["pooled"]
         cos = np.sum(e * er, axis=1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(er, axis=1))
         rows.append({
-            "model": "encoder", "variant": key, "bytes": model_size(proto), "matmul_weight_bytes": matmul_weight_bytes(proto),
+            "model": "encoder", "d_model": d, "layers": layers, "variant": key, "bytes": model_size(proto), "matmul_weight_bytes": matmul_weight_bytes(proto),
             "batch1_us": lat1[key].median_us, "batch32_us": lat32[key].median_us,
             "max_abs_err": float(np.abs(out["logits"] - ref["logits"]).max()),
             "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
@@ -162,6 +173,7 @@ def bench_encoder(quick: bool, seconds: float) -> List[Dict[str, Any]]:
 
 def print_encoder(rows: List[Dict[str, Any]]) -> None:
     b = rows[0]
+    print(f"encoder d={b['d_model']}, {b['layers']} layers, sequence 32:")
     print(format_table(
         ["encoder variant", "size", "MatMul weights", "smaller", "batch 1", "faster", "batch 32", "faster",
          "max abs err", "cos (min)", "top-1 agree", "accuracy", "validation"],
@@ -236,10 +248,22 @@ def main(argv: "List[str] | None" = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="timing per batch size (default 3, quick 0.5)")
     parser.add_argument("--out", default=os.path.join(HERE, "out", "compress.json"))
     parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument("--encoder", default=None, metavar="DxL",
+                        help=f"encoder width and layers, e.g. 256x4 (default {ENCODER_QUICK[0]}x{ENCODER_QUICK[1]} "
+                             f"with --quick, else {ENCODER_FULL[0]}x{ENCODER_FULL[1]})")
     parser.add_argument("--skip-cnn", action="store_true")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (0.5 if args.quick else 3.0)
-    enc = [] if args.skip_encoder else bench_encoder(args.quick, seconds)
+    size = None
+    if args.encoder:
+        try:
+            d, layers = (int(v) for v in args.encoder.lower().split("x"))
+        except ValueError:
+            parser.error(f"--encoder takes DxL, e.g. 256x4, got {args.encoder!r}")
+        if d % 4 or d < 4 or layers < 1:
+            parser.error(f"--encoder: the width must be a multiple of the 4 heads and layers >= 1, got {args.encoder!r}")
+        size = (d, layers)
+    enc = [] if args.skip_encoder else bench_encoder(args.quick, seconds, size)
     cnn = [] if args.skip_cnn else bench_cnn(args.quick, seconds)
     print()
     checks = []
