@@ -22,6 +22,7 @@ from ray import serve  # noqa: E402
 
 from fastort import Engine  # noqa: E402
 from fastort.ray import ServeConfig, deployment  # noqa: E402
+from fastort.ray.serve_deployment import USER_CODE_THREAD_ENV, serve_options  # noqa: E402
 
 RESULT_TIMEOUT_S = 60
 DEPLOY_TIMEOUT_S = 120
@@ -180,6 +181,20 @@ def test_deleting_the_application_drains_requests_in_flight(serve_http, rng):
     serve.delete("drain_app")  # blocks until the replica has stopped
     results = [r.result(timeout_s=RESULT_TIMEOUT_S) for r in responses]
     assert all(r["y"].shape == (16, 256) for r in results)
+
+
+def test_replica_settings_for_a_handler_that_never_blocks():
+    options = serve_options(ServeConfig(), {})
+    assert options["logging_config"] == {"enable_access_log": False}
+    assert options["ray_actor_options"]["runtime_env"]["env_vars"] == {USER_CODE_THREAD_ENV: "0"}
+    mine = {"num_cpus": 2, "runtime_env": {"env_vars": {"MINE": "1", USER_CODE_THREAD_ENV: "1"}, "pip": ["x"]}}
+    options = serve_options(ServeConfig(access_log=True, ray_actor_options=mine), {})
+    assert options["logging_config"] == {"enable_access_log": True}
+    assert options["ray_actor_options"]["runtime_env"] == {"env_vars": {"MINE": "1", USER_CODE_THREAD_ENV: "1"},
+                                                           "pip": ["x"]}  # the user's choice wins
+    assert mine["runtime_env"]["env_vars"] == {"MINE": "1", USER_CODE_THREAD_ENV: "1"}  # not modified
+    options = serve_options(ServeConfig(user_code_thread=True), {})
+    assert "runtime_env" not in options["ray_actor_options"]
 
 
 def test_contradictory_settings_are_warned_about():

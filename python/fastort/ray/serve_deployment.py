@@ -38,7 +38,7 @@ from fastort.ray.threads import cpu_budget
 if TYPE_CHECKING:  # pragma: no cover
     from ray.serve import Application
 
-__all__ = ["ServeConfig", "FastortDeployment", "deployment", "serve_options"]
+__all__ = ["ServeConfig", "FastortDeployment", "deployment", "serve_options", "USER_CODE_THREAD_ENV"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ class ServeConfig:
         ray_actor_options: Ray options of each replica (``num_cpus``, ``resources``...);
             the engine's threads are sized from the CPUs assigned.
         graceful_shutdown_timeout_s: how long a stopping replica may drain.
+        access_log: write Ray Serve's access log line for every request. Off by
+            default: it cost about a sixth of the replica's CPU time per request
+            in ``bench/bench_ray.py``; errors are still logged, and
+            ``handle.stats.remote()`` counts the requests.
+        user_code_thread: run the replica's handler on Ray Serve's separate
+            user-code event loop (Ray's default). Off by default: fastort's
+            handler never blocks (the C++ batcher runs the model), so it runs on
+            the replica's own loop and saves a thread hop per request (the
+            replica's ``RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0``).
     """
 
     name: str = "fastort"
@@ -72,6 +81,12 @@ class ServeConfig:
     max_body_bytes: int = 64 << 20
     ray_actor_options: Mapping[str, Any] = field(default_factory=dict)
     graceful_shutdown_timeout_s: float = 20.0
+    access_log: bool = False
+    user_code_thread: bool = False
+
+
+#: Ray Serve's switch for the replica's separate user-code event loop.
+USER_CODE_THREAD_ENV = "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"
 
 
 def serve_options(config: ServeConfig, engine_options: Mapping[str, Any]) -> Dict[str, Any]:
@@ -95,6 +110,7 @@ def serve_options(config: ServeConfig, engine_options: Mapping[str, Any]) -> Dic
         "name": config.name,
         "max_ongoing_requests": ongoing,
         "graceful_shutdown_timeout_s": config.graceful_shutdown_timeout_s,
+        "logging_config": {"enable_access_log": bool(config.access_log)},
     }
     if config.autoscaling_config is not None:
         autoscaling = dict(config.autoscaling_config)
@@ -115,6 +131,12 @@ def serve_options(config: ServeConfig, engine_options: Mapping[str, Any]) -> Dic
     else:
         options["num_replicas"] = config.num_replicas if config.num_replicas is not None else 1
     actor_options = dict(config.ray_actor_options)
+    if not config.user_code_thread:  # the user's own runtime_env and env_vars are kept
+        runtime_env = dict(actor_options.get("runtime_env") or {})
+        env_vars = dict(runtime_env.get("env_vars") or {})
+        env_vars.setdefault(USER_CODE_THREAD_ENV, "0")
+        runtime_env["env_vars"] = env_vars
+        actor_options["runtime_env"] = runtime_env
     cpus = float(actor_options.setdefault("num_cpus", 1))
     threads = engine_options.get("intra_op_threads")
     if threads and cpus > 0 and threads * engine_replicas > cpus:
