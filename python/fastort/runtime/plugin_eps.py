@@ -91,12 +91,16 @@ def _support() -> Dict[str, Any]:
     return dict(_core.plugin_support())
 
 
+def _discovery_off() -> bool:
+    return os.environ.get(DISCOVERY_ENV_VAR, "1").strip() == "0"
+
+
 def _installed_plugins() -> List[PluginLibrary]:
     """Plugin libraries of installed packages (a top-level ``onnxruntime_ep_*`` module)."""
     import importlib
     import pkgutil
 
-    if os.environ.get(DISCOVERY_ENV_VAR, "1").strip() == "0":
+    if _discovery_off():
         return []
 
     found: List[PluginLibrary] = []
@@ -231,7 +235,7 @@ def plugin_reason(ep_name: str) -> str:
                         "device for it on this machine (e.g. OpenVINO on a non-Intel CPU)")
             return ""
     hint = f"pip install {package}" if package else f"install its plugin package or set {ENV_VAR}"
-    if os.environ.get(DISCOVERY_ENV_VAR, "1").strip() == "0":
+    if _discovery_off():
         hint += f"; {DISCOVERY_ENV_VAR}=0 turns off the search of installed plugin packages"
     return f"execution provider {ep_name!r} is not installed: no plugin library provides it ({hint})"
 
