@@ -234,6 +234,11 @@ class _Run:
             self.bar.update(1)
             if m.error is None:
                 runs.append((c, m))
+        measured = {id(c) for c, _ in runs}
+        for c in ranked:
+            if id(c) not in measured:  # a lone first run may have been the lucky one
+                c.notes.append("not re-measured with the other leaders (budget spent), so it cannot win over them")
+                self.skipped.append((f"confirmation of {c.config.label()}", "budget spent"))
         if self.with_baseline:
             self.measure_baseline()
         after = self.latest_baseline()
@@ -415,7 +420,10 @@ def tune(
             run.finish()
         for c in run.candidates:
             c.judge(targets_)
-        ranked = sorted(run.candidates, key=lambda c: rank_key(c, objective))
+        # once leaders were re-measured, the winner is one of them: their ratios
+        # average two runs, a first run alone may have been a lucky window
+        pool = [c for c in run.candidates if c.repeats] or run.candidates
+        ranked = sorted(pool, key=lambda c: rank_key(c, objective))
         winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
         winner = _prefer_default(winner, run.candidates[0] if run.candidates else None, objective)
         if inputs_set.synthetic and winner is not None:
