@@ -173,7 +173,7 @@ def drive(handle: Any, x: np.ndarray, clients: int, seconds: float) -> Dict[str,
     flat = np.array([v for lat in latencies for v in lat])
     if errors:
         print(f"    {len(errors)} failed requests, e.g. {errors[0]}", file=sys.stderr)
-    return {"requests_s": len(flat) / elapsed, "p50_ms": float(np.percentile(flat, 50) * 1e3),
+    return {"requests": len(flat), "requests_s": len(flat) / elapsed, "p50_ms": float(np.percentile(flat, 50) * 1e3),
             "p99_ms": float(np.percentile(flat, 99) * 1e3), "errors": len(errors)}
 
 
@@ -210,8 +210,8 @@ def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, secon
         drive(handle, x, clients, min(2.0, seconds / 2))  # warm-up
         cpu = replica_cpu_seconds(method)
         out[method] = drive(handle, x, clients, seconds)
-        requests = out[method]["requests_s"] * seconds
-        out[method]["replica_cpu_ms_per_request"] = (replica_cpu_seconds(method) - cpu) * 1e3 / max(requests, 1)
+        out[method]["replica_cpu_ms_per_request"] = ((replica_cpu_seconds(method) - cpu) * 1e3
+                                                     / max(out[method]["requests"], 1))
         serve.delete(method)
     out["throughput_ratio"] = out["fastort"]["requests_s"] / out["plain"]["requests_s"]
     print(f"  serve {name:4s} {clients} clients: plain {out['plain']['requests_s']:7.0f} req/s "
@@ -231,6 +231,8 @@ def main() -> int:
     args = parser.parse_args()
     rows = args.rows or (40_000 if args.quick else 200_000)
     parts = set(args.parts.split(","))
+    if not parts or not parts <= {"data", "serve"}:
+        parser.error(f"--parts takes data, serve or data,serve, got {args.parts!r}")
     seconds = args.seconds or (2.0 if args.quick else 10.0)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -254,14 +256,15 @@ def main() -> int:
         ray.init(address=cluster.address, log_to_driver=False)
         print(f"cluster: head + 2 worker nodes of 1 CPU; machine: {report['machine']['cpu']}, "
               f"{os.cpu_count()} cores", flush=True)
-        for name, (model, shape) in models.items() if "data" in parts else ():
-            # a CNN row is 12 KB: half the rows keep the materialized input within the object stores
-            report["data"] += bench_data(name, model, shape, rows if name == "mlp" else rows // 2,
-                                         1 if args.quick else 2)
+        if "data" in parts:
+            for name, (model, shape) in models.items():
+                # a CNN row is 12 KB: half the rows keep the materialized input within the object stores
+                report["data"] += bench_data(name, model, shape, rows if name == "mlp" else rows // 2,
+                                             1 if args.quick else 2)
         if "serve" in parts:
             serve.start(http_options={"host": "127.0.0.1", "port": 0}, proxy_location="Disabled")
-        for name, (model, shape) in models.items() if "serve" in parts else ():
-            report["serve"].append(bench_serve(name, model, shape, args.clients, seconds))
+            for name, (model, shape) in models.items():
+                report["serve"].append(bench_serve(name, model, shape, args.clients, seconds))
     finally:
         try:
             serve.shutdown()
@@ -271,7 +274,7 @@ def main() -> int:
         cluster.shutdown()
         shutil.rmtree(temp_dir, ignore_errors=True)
     by = {(r["model"], r["actors"]): r for r in report["data"]}
-    for name in models if "data" in parts else ():
+    for name in models if report["data"] else ():
         scaling = by[(name, 2)]["fastort_rows_s"] / by[(name, 1)]["fastort_rows_s"]
         report.setdefault("scaling_2_vs_1", {})[name] = scaling
         print(f"  fastort {name}: 2 actors on 2 nodes / 1 actor = {scaling:.2f}x "

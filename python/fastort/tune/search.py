@@ -222,8 +222,12 @@ class _Run:
         before = self.latest_baseline()
         runs: List[Tuple[CandidateResult, Measurement]] = []
         for c in reversed(ranked):
+            # a leader left without its second run cannot win over those that have one
+            # (tune() picks among them): its lone first run may have been the lucky one
             if time.perf_counter() >= self.deadline:
-                break
+                c.notes.append("not re-measured with the other leaders (budget spent), so it cannot win over them")
+                self.skipped.append((f"confirmation of {c.config.label()}", "budget spent"))
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 engine = Engine(c.model_path, **c.config.engine_kwargs())
@@ -234,11 +238,8 @@ class _Run:
             self.bar.update(1)
             if m.error is None:
                 runs.append((c, m))
-        measured = {id(c) for c, _ in runs}
-        for c in ranked:
-            if id(c) not in measured:  # a lone first run may have been the lucky one
-                c.notes.append("not re-measured with the other leaders (budget spent), so it cannot win over them")
-                self.skipped.append((f"confirmation of {c.config.label()}", "budget spent"))
+            else:
+                c.notes.append(f"its second run failed ({m.error}), so it cannot win over the re-measured leaders")
         if self.with_baseline:
             self.measure_baseline()
         after = self.latest_baseline()
