@@ -211,6 +211,29 @@ class PyEngine {
     policy["us_per_row_by_batch_size"] = per_row;
     policy["arrival_gap_us"] = s.costs.arrival_gap_us;
     policy["dispatch_reasons"] = reasons;
+    if (s.learns_route) {
+      // What the route learner measured: each mode's latest epoch, the mode
+      // waiting callers get now, and how often it probed and switched.
+      py::dict route, epochs;
+      for (RouteMode m : {RouteMode::Queue, RouteMode::Direct}) {
+        const RouteEpoch& e = s.route.last[static_cast<size_t>(m)];
+        if (!e.valid()) continue;
+        py::dict one;
+        one["requests_per_s"] = e.per_s;
+        one["latency_mean_us"] = e.mean_us;
+        one["requests"] = e.requests;
+        epochs[to_string(m)] = one;
+      }
+      route["mode"] = to_string(s.route.mode);
+      route["chosen"] = to_string(s.route.chosen);
+      route["last_epoch"] = epochs;
+      route["epochs"] = s.route.epochs;
+      route["probes"] = s.route.probes;
+      route["switches"] = s.route.switches;
+      policy["route"] = route;
+    } else {
+      policy["route"] = py::none();
+    }
     d["policy"] = policy;
     return d;
   }

@@ -138,8 +138,91 @@ const char* to_string(Dispatch what) noexcept {
     case Dispatch::Full: return "full";
     case Dispatch::Free: return "free";
     case Dispatch::Inline: return "inline";
+    case Dispatch::Direct: return "direct";
   }
   return "?";
+}
+
+const char* to_string(RouteMode mode) noexcept { return mode == RouteMode::Direct ? "direct" : "queue"; }
+
+namespace {
+RouteMode other(RouteMode m) noexcept { return m == RouteMode::Queue ? RouteMode::Direct : RouteMode::Queue; }
+size_t idx(RouteMode m) noexcept { return static_cast<size_t>(m); }
+}  // namespace
+
+void route_start(RouteLearner& r, const RouteTiming& t, Clock::time_point now) noexcept {
+  r = RouteLearner{};
+  r.interval = std::max<uint32_t>(1, t.first_interval);
+  r.until_probe = 1;
+  r.settled = true;
+  r.epoch_start = r.mode_start = now;
+}
+
+void route_admit(RouteLearner& r, RouteMode mode) noexcept { ++r.outstanding[idx(mode)]; }
+
+int route_compare(const RouteTiming& t, const RouteEpoch& a, const RouteEpoch& b) noexcept {
+  if (!a.valid() || !b.valid()) return a.valid() == b.valid() ? 0 : (b.valid() ? 1 : -1);
+  if (b.per_s > a.per_s * (1 + t.throughput_margin)) return 1;
+  if (a.per_s > b.per_s * (1 + t.throughput_margin)) return -1;
+  if (b.mean_us * (1 + t.latency_margin) < a.mean_us) return 1;
+  if (a.mean_us * (1 + t.latency_margin) < b.mean_us) return -1;
+  return 0;
+}
+
+bool route_finish(RouteLearner& r, const RouteTiming& t, RouteMode mode, double latency_us,
+                  Clock::time_point now) noexcept {
+  if (r.outstanding[idx(mode)]) --r.outstanding[idx(mode)];
+  if (r.interval == 0) return false;  // not learning
+  if (!r.settled) {
+    // Requests admitted in the previous mode still run: the new mode's epoch
+    // counts from when the last of them is done.
+    if (r.outstanding[idx(other(r.mode))] == 0) {
+      r.settled = true;
+      r.epoch_start = now;
+      r.done = 0;
+      r.latency_us = 0;
+    }
+    return false;
+  }
+  if (mode != r.mode) return false;
+  ++r.done;
+  r.latency_us += latency_us;
+  const auto len = now - r.epoch_start;
+  const bool over = (len >= t.min_epoch && r.done >= t.min_requests) || (len >= t.max_epoch && r.done >= 4) ||
+                    len >= t.give_up;
+  if (!over) return false;
+  const double seconds = std::chrono::duration<double>(len).count();
+  RouteEpoch e;
+  e.requests = r.done;
+  e.per_s = seconds > 0 ? static_cast<double>(r.done) / seconds : 0;
+  e.mean_us = r.latency_us / static_cast<double>(r.done);
+  r.last[idx(r.mode)] = e;
+  ++r.epochs;
+  RouteMode next = r.chosen;
+  if (r.probing) {
+    ++r.probes;
+    r.probing = false;
+    if (route_compare(t, r.last[idx(r.chosen)], e) > 0) {  // the probe won: switch, probe back soon
+      r.chosen = r.mode;
+      r.interval = std::max<uint32_t>(1, t.first_interval);
+      ++r.switches;
+    } else {  // it lost (or tied): probe less often
+      r.interval = std::min(std::max<uint32_t>(1, t.max_interval), r.interval * 2);
+    }
+    r.until_probe = r.interval;
+    next = r.chosen;
+  } else if (r.until_probe > 0 && --r.until_probe == 0) {
+    r.probing = true;
+    next = other(r.chosen);
+  }
+  const bool changed = next != r.mode;
+  r.mode = next;
+  r.mode_start = now;
+  r.done = 0;
+  r.latency_us = 0;
+  r.epoch_start = now;
+  r.settled = !changed || r.outstanding[idx(other(next))] == 0;
+  return changed;
 }
 
 bool runs_alone(const BatchConfig& config, bool batchable, size_t head_rows) noexcept {

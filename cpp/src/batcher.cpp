@@ -104,6 +104,7 @@ struct Batcher::Pending {
   int64_t rows = 0;
   std::vector<int64_t> signature;
   Clock::time_point enqueued, dispatched;
+  bool waiter = false;  // a caller waits for it (counted by the route learner)
 };
 
 struct Batcher::Worker {
@@ -141,6 +142,10 @@ Batcher::Batcher(std::shared_ptr<SessionPool> pool, BatchConfig options)
     }
   }
 
+  // The route is learned where both routes serve the caller alike: batches
+  // can form, and no priorities order the queue (a direct run would skip them).
+  learn_route_ = options_.adaptive && batchable_ && options_.max_batch_size > 1 && options_.priority_levels == 1;
+  if (learn_route_) route_start(route_, route_timing_, Clock::now());
   queues_.resize(static_cast<size_t>(options_.priority_levels));
   busy_.assign(pool_->size(), 0);
   latencies_us_.reserve(kLatencyWindow);
@@ -210,6 +215,10 @@ uint64_t Batcher::submit(Request request, bool run_here) {
     p->id = next_id_++;
     p->enqueued = Clock::now();
     observe_arrival(costs_, rows, p->enqueued);
+    if (run_here && learn_route_) {
+      p->waiter = true;
+      route_admit(route_, RouteMode::Queue);
+    }
     if (run_here && options_.adaptive && queued_requests_ == 0 && in_flight_ == 0 && p->req.deadline > p->enqueued) {
       size_t replica = busy_.size();
       for (size_t r = 0; r < busy_.size() && replica == busy_.size(); ++r)
@@ -261,13 +270,21 @@ size_t Batcher::begin_inline(size_t rows, int priority, Clock::time_point deadli
   if (!options_.adaptive) return kNoReplica;
   std::lock_guard<std::mutex> lock(mu_);
   if (closing_) throw ClosedError("the engine is closed: no new requests are accepted");
-  if (queued_requests_ != 0 || in_flight_ != 0 || !admits(options_, 0, 0, rows)) return kNoReplica;
+  const Clock::time_point now = Clock::now();
+  if (deadline <= now || !admits(options_, 0, 0, rows)) return kNoReplica;
+  if (learn_route_ && route_.mode == RouteMode::Direct) {
+    observe_arrival(costs_, rows, now);
+    route_admit(route_, RouteMode::Direct);
+    ++counters_.dispatch[static_cast<size_t>(Dispatch::Direct)];
+    return kDirect;
+  }
+  if (queued_requests_ != 0 || in_flight_ != 0) return kNoReplica;
   size_t replica = kNoReplica;
   for (size_t r = 0; r < busy_.size() && replica == kNoReplica; ++r)
     if (!busy_[r]) replica = r;
-  const Clock::time_point now = Clock::now();
-  if (replica == kNoReplica || deadline <= now) return kNoReplica;
+  if (replica == kNoReplica) return kNoReplica;
   observe_arrival(costs_, rows, now);
+  if (learn_route_) route_admit(route_, RouteMode::Queue);
   busy_[replica] = 1;
   ++in_flight_;
   ++counters_.dispatch[static_cast<size_t>(Dispatch::Inline)];
@@ -275,23 +292,29 @@ size_t Batcher::begin_inline(size_t rows, int priority, Clock::time_point deadli
 }
 
 void Batcher::end_inline(size_t replica, size_t rows, Clock::time_point started, bool ok) noexcept {
-  const double us = std::chrono::duration<double, std::micro>(Clock::now() - started).count();
-  bool wake;
+  const Clock::time_point end = Clock::now();
+  const double us = std::chrono::duration<double, std::micro>(end - started).count();
+  const bool direct = replica == kDirect;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    // Workers only need the freed replica for requests queued meanwhile (or to
-    // finish closing): a lone caller does not pay a futex wake per run.
-    wake = queued_requests_ > 0 || closing_;
-    busy_[replica] = 0;
-    --in_flight_;
-    ++counters_.batches;
-    ++counters_.requests;
-    counters_.run_us_total += us;
+    if (learn_route_) route_finish(route_, route_timing_, direct ? RouteMode::Direct : RouteMode::Queue, us, end);
+    if (!direct) {
+      // Workers only need the freed replica for requests queued meanwhile (or to
+      // finish closing): a lone caller does not pay a futex wake per run.
+      wake = queued_requests_ > 0 || closing_;
+      busy_[replica] = 0;
+      --in_flight_;
+    }
+    ++counters_.batches;  // a run of its own
     auto& hist = counters_.batch_rows_histogram;
     ++hist[std::min(rows, hist.size() - 1)];
+    ++counters_.requests;
+    counters_.run_us_total += us;
     if (ok) {
       counters_.rows += rows;
-      observe_run(costs_, rows, us);
+      // Direct runs overlap each other: their times are not a batch's cost.
+      if (!direct) observe_run(costs_, rows, us);
       try {
         record_latency(us);
       } catch (...) {  // out of memory for the ring: the sample is dropped
@@ -624,6 +647,7 @@ void Batcher::finish(Pending& p, Outcome&& outcome, bool ok) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++counters_.requests;
+    if (p.waiter) route_finish(route_, route_timing_, RouteMode::Queue, us, end);
     counters_.queue_us_total += outcome.queue_us;
     counters_.run_us_total += outcome.run_us;
     if (ok) {
@@ -666,6 +690,8 @@ BatcherStats Batcher::stats() const {
     s.in_flight_batches = in_flight_;
     s.adaptive = options_.adaptive;
     s.costs = costs_;
+    s.learns_route = learn_route_;
+    s.route = route_;
     s.batch_cap = batch_cap(options_, options_.adaptive ? &costs_ : nullptr);
     s.elapsed_s = std::chrono::duration<double>(Clock::now() - stats_since_).count();
     lat = latencies_us_;

@@ -107,8 +107,10 @@ std::vector<Ort::Value> SessionPool::run(const std::vector<TensorView>& inputs, 
                                          const std::vector<TensorView>& out, size_t replica) const {
   if (replica != kLeastBusy) {
     check_limits(inputs);
+    if (replica == kQueueLeastBusy) replica = least_busy();
+    const auto& session = sessions_.at(replica);
     Count count(in_flight_[replica]);
-    return sessions_.at(replica)->run(inputs, outputs, out);
+    return session->run(inputs, outputs, out);
   }
   DirectTimer timer(*this);
   check_limits(inputs);

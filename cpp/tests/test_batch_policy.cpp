@@ -253,6 +253,90 @@ void test_validate_and_deadline() {
   CHECK(d > before + std::chrono::milliseconds(400) && d < Clock::now() + std::chrono::milliseconds(600));
 }
 
+// Drives one epoch of `n` completions in the learner's current mode, spread
+// over `len`, from `t`; returns the time at its end.
+Clock::time_point run_epoch(RouteLearner& r, const RouteTiming& t, Clock::time_point at, int n,
+                            microseconds len, double latency_us) {
+  const RouteMode mode = r.mode;
+  for (int k = 0; k < n; ++k) route_admit(r, mode);
+  for (int k = 1; k <= n; ++k) route_finish(r, t, mode, latency_us, at + len * k / n);
+  return at + len;
+}
+
+void test_route_learner() {
+  RouteTiming t;
+  t.first_interval = 2;
+  t.max_interval = 8;
+  RouteLearner r;
+  // Not started: finishing only counts down.
+  route_admit(r, RouteMode::Queue);
+  CHECK(!route_finish(r, t, RouteMode::Queue, 10, Clock::now()));
+  CHECK(r.outstanding[0] == 0 && r.epochs == 0);
+
+  auto now = Clock::now();
+  route_start(r, t, now);
+  CHECK(r.mode == RouteMode::Queue && r.settled);
+  // An epoch needs both min_epoch and min_requests.
+  route_admit(r, RouteMode::Queue);
+  CHECK(!route_finish(r, t, RouteMode::Queue, 100, now + microseconds(60000)));
+  CHECK(r.epochs == 0);
+  // The first epoch ends, and the next probes the direct route.
+  now = run_epoch(r, t, now + microseconds(60000), 64, microseconds(50000), 100);  // 1280 req/s
+  CHECK(r.epochs == 1 && r.probing && r.mode == RouteMode::Direct);
+  CHECK(r.last[0].requests == 64);
+  // The probe is 2x faster: it wins, and the route switches.
+  now = run_epoch(r, t, now, 128, microseconds(50000), 100);
+  CHECK(r.chosen == RouteMode::Direct && r.mode == RouteMode::Direct && !r.probing);
+  CHECK(r.probes == 1 && r.switches == 1 && r.interval == 2);
+  // Two epochs later the queue is probed again; it loses, and probes back off.
+  now = run_epoch(r, t, now, 128, microseconds(50000), 100);
+  CHECK(r.mode == RouteMode::Direct);
+  now = run_epoch(r, t, now, 128, microseconds(50000), 100);
+  CHECK(r.probing && r.mode == RouteMode::Queue);
+  now = run_epoch(r, t, now, 64, microseconds(50000), 100);
+  CHECK(r.mode == RouteMode::Direct && r.chosen == RouteMode::Direct && r.interval == 4 && r.switches == 1);
+  for (int e = 0; e < 4; ++e) now = run_epoch(r, t, now, 128, microseconds(50000), 100);
+  CHECK(r.probing && r.mode == RouteMode::Queue);
+  now = run_epoch(r, t, now, 64, microseconds(50000), 100);
+  CHECK(r.interval == 8);  // ... up to max_interval
+  for (int e = 0; e < 8; ++e) now = run_epoch(r, t, now, 128, microseconds(50000), 100);
+  CHECK(r.probing && r.mode == RouteMode::Queue);
+  // Same throughput (an open-loop load both keep up with): the lower latency wins.
+  now = run_epoch(r, t, now, 128, microseconds(50000), 20);
+  CHECK(r.chosen == RouteMode::Queue && r.switches == 2 && r.interval == 2);
+
+  // After a switch the new mode counts only once the old mode's requests are done.
+  RouteLearner s;
+  now = Clock::now();
+  route_start(s, t, now);
+  route_admit(s, RouteMode::Queue);  // a straggler
+  now = run_epoch(s, t, now, 64, microseconds(50000), 100);
+  CHECK(s.mode == RouteMode::Direct && !s.settled);
+  route_admit(s, RouteMode::Direct);
+  CHECK(!route_finish(s, t, RouteMode::Direct, 100, now + microseconds(10)));
+  CHECK(!s.settled && s.done == 0);
+  CHECK(!route_finish(s, t, RouteMode::Queue, 5000, now + microseconds(20)));
+  CHECK(s.settled && s.epoch_start == now + microseconds(20));
+
+  // A slow model ends its epoch at max_epoch with a few requests.
+  RouteLearner slow;
+  now = Clock::now();
+  route_start(slow, t, now);
+  now = run_epoch(slow, t, now, 4, microseconds(1000000), 250000);
+  CHECK(slow.epochs == 1);
+
+  // Comparing epochs: throughput beyond its margin, then latency, else a tie.
+  RouteEpoch a{1000, 500, 64}, b{1100, 500, 64};
+  CHECK(route_compare(t, a, b) == 1 && route_compare(t, b, a) == -1);
+  b = {1020, 400, 64};
+  CHECK(route_compare(t, a, b) == 1);
+  b = {1020, 490, 64};
+  CHECK(route_compare(t, a, b) == 0);
+  CHECK(route_compare(t, a, RouteEpoch{}) == -1 && route_compare(t, RouteEpoch{}, a) == 1);
+  CHECK(std::string(to_string(RouteMode::Direct)) == "direct");
+  CHECK(std::string(to_string(Dispatch::Direct)) == "direct");
+}
+
 }  // namespace
 
 int main() {
@@ -264,5 +348,6 @@ int main() {
   test_caps();
   test_admits();
   test_validate_and_deadline();
+  test_route_learner();
   return fastort_test::report("test_batch_policy");
 }

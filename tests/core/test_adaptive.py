@@ -37,7 +37,8 @@ def test_policy_stats_and_results():
     assert policy["us_per_row_by_batch_size"], policy
     assert all(k in (1, 2, 4, 8, 16) and v > 0 for k, v in policy["us_per_row_by_batch_size"].items())
     assert sum(policy["dispatch_reasons"].values()) == s["batches"]
-    assert set(policy["dispatch_reasons"]) <= {"closing", "idle", "unbatchable", "delayed", "full", "free", "inline"}
+    assert set(policy["dispatch_reasons"]) <= {"closing", "idle", "unbatchable", "delayed", "full", "free", "inline",
+                                               "direct"}
     assert s["requests"] == 240
     eng.close()
 
@@ -88,6 +89,58 @@ def test_no_wait_for_rows_that_never_come():
     assert took < 2.5, (took, s["policy"])
     assert "delayed" not in s["policy"]["dispatch_reasons"], s["policy"]
     eng.close()
+
+
+def test_route_learner_measures_both_routes():
+    # Many callers waiting on run(): the queue serves them batched for an
+    # epoch, then probes running them straight on the replicas (as an engine
+    # without a queue would), and keeps the route that measured faster. Which
+    # one wins depends on the machine; what is checked is that both routes ran,
+    # every answer is right, and the counts add up.
+    plain = fastort.Engine(models.mlp())
+    eng = fastort.Engine(models.mlp(), max_batch_size=16)
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((1, 8)).astype(np.float32) for _ in range(64)]
+    refs = [mlp_ref(plain, x) for x in xs]
+    stop = time.perf_counter() + 1.5
+    wrong: list = []
+    counts = [0] * 8
+
+    def client(k: int) -> None:
+        i = k
+        while time.perf_counter() < stop:
+            y = eng.run({"x": xs[i % 64]})["y"]
+            if not np.allclose(y, refs[i % 64], rtol=1e-5, atol=1e-6):
+                wrong.append(i)
+            i += 1
+            counts[k] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not wrong
+    s = eng.stats()
+    route = s["policy"]["route"]
+    assert route is not None and route["epochs"] >= 2 and route["probes"] >= 1, route
+    assert set(route["last_epoch"]) == {"queue", "direct"}, route
+    assert all(e["requests"] >= 4 and e["requests_per_s"] > 0 and e["latency_mean_us"] > 0
+               for e in route["last_epoch"].values())
+    assert route["mode"] in ("queue", "direct") and route["chosen"] in ("queue", "direct")
+    assert s["policy"]["dispatch_reasons"].get("direct", 0) > 0
+    # Direct runs are counted once, by the queue (runs of their own), not as unqueued runs.
+    assert s["requests"] == sum(counts) and s["rows"] == sum(counts)
+    assert s["direct"]["requests"] == 0
+    assert sum(s["batch_size_histogram"].values()) == s["batches"]
+    eng.close()
+    # Not learned where a direct run would skip what the queue does: priorities,
+    # the fixed rule.
+    for kwargs in ({"priority_levels": 2}, {"adaptive_batching": False}):
+        eng = fastort.Engine(models.mlp(), max_batch_size=16, **kwargs)
+        assert eng.stats()["policy"]["route"] is None
+        eng.close()
+    plain.close()
 
 
 def test_fixed_rule_still_available():

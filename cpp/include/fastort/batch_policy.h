@@ -110,8 +110,9 @@ enum class Dispatch {
   Full,         // max_batch_size rows (or the learned cap) are waiting
   Free,         // adaptive: a replica is free and waiting for more rows does not pay
   Inline,       // adaptive: the queue was empty and a replica free: ran on the caller's thread
+  Direct,       // adaptive: the route learner measured unbatched runs faster: ran on the caller's thread
 };
-constexpr size_t kDispatchKinds = 8;
+constexpr size_t kDispatchKinds = 9;
 struct Decision {
   Dispatch what = Dispatch::Wait;
   Clock::time_point wake = Clock::time_point::max();  // for Wait: when the head is due
@@ -136,6 +137,67 @@ bool fits(const BatchConfig& config, size_t batch_rows, size_t rows) noexcept;
 // takes one more of `rows` rows (backpressure: QueueFullError otherwise). A
 // request larger than max_queue_rows is taken into an empty queue.
 bool admits(const BatchConfig& config, size_t queued_requests, size_t queued_rows, size_t rows) noexcept;
+
+// -- the learned route -------------------------------------------------------
+// Whether batching pays is not only a matter of the cost per row: unbatched
+// runs from many waiting callers run concurrently on every core and hide the
+// callers' own work (the GIL, array conversion), where one batch at a time
+// does not. On a small model the concurrent unbatched runs can win though the
+// cost model says batches pay. So an adaptive queue whose callers wait for
+// their results (Engine.run) measures both routes under the load it has:
+// it serves in one mode for a while, then probes the other for one epoch,
+// and keeps the one that completed more requests per second (or, when the
+// two are within the margin, as under an open-loop load that both keep up
+// with, the one with the lower mean latency). Probes back off while they
+// keep losing and start again when one wins.
+enum class RouteMode : uint8_t { Queue = 0, Direct = 1 };
+const char* to_string(RouteMode mode) noexcept;
+
+struct RouteTiming {
+  std::chrono::microseconds min_epoch{50000};   // an epoch counts at least this long ...
+  uint64_t min_requests = 64;                   // ... and this many completions,
+  std::chrono::microseconds max_epoch{1000000}; // or ends here with at least 4 (a slow model)
+  std::chrono::microseconds give_up{10000000};  // or here with whatever it has
+  uint32_t first_interval = 4;                  // epochs in the chosen mode between probes
+  uint32_t max_interval = 64;                   // the back-off's ceiling
+  double throughput_margin = 0.05;              // throughput decides beyond this
+  double latency_margin = 0.05;                 // then mean latency beyond this; else the incumbent stays
+};
+
+struct RouteEpoch {
+  double per_s = 0;       // completions per second
+  double mean_us = 0;     // mean latency of those completions
+  uint64_t requests = 0;
+  bool valid() const noexcept { return requests > 0; }
+};
+
+struct RouteLearner {
+  RouteMode mode = RouteMode::Queue;      // what waiting callers get now
+  RouteMode chosen = RouteMode::Queue;    // what the last comparison picked
+  bool probing = false;           // this epoch tries the other mode
+  bool settled = false;           // the previous mode's requests are done: counting
+  Clock::time_point epoch_start{};  // when counting began (settled)
+  Clock::time_point mode_start{};   // when the mode began
+  uint64_t done = 0;              // completions counted in this epoch
+  double latency_us = 0;          // their summed latency
+  uint32_t interval = 0;          // epochs between probes now (0: not started)
+  uint32_t until_probe = 0;
+  std::array<uint64_t, 2> outstanding{};  // waiting callers admitted in each mode, not finished
+  std::array<RouteEpoch, 2> last{};       // the latest epoch of each mode
+  uint64_t epochs = 0, probes = 0, switches = 0;
+};
+
+// Starts learning at `now` in the queue mode; its first probe comes after one epoch.
+void route_start(RouteLearner& r, const RouteTiming& t, Clock::time_point now) noexcept;
+// A waiting caller is admitted in `mode` (r.mode, or the queue for one that
+// was queued after all): counted as outstanding until route_finish.
+void route_admit(RouteLearner& r, RouteMode mode) noexcept;
+// A waiting caller admitted in `mode` finished after `latency_us`. Ends the
+// epoch when it is long enough, and returns true when the mode changed then.
+bool route_finish(RouteLearner& r, const RouteTiming& t, RouteMode mode, double latency_us, Clock::time_point now) noexcept;
+// The better of two epochs' measurements: 1 when `b` beats `a` beyond the
+// margins, -1 when `a` beats `b`, 0 when neither does.
+int route_compare(const RouteTiming& t, const RouteEpoch& a, const RouteEpoch& b) noexcept;
 
 // A deadline `timeout_s` seconds from now; none (time_point::max) for 0,
 // negative, NaN or absurdly large timeouts.

@@ -71,6 +71,8 @@ struct BatcherStats {
   size_t batch_cap = 0;                        // the size that pays (max_batch_size until learned)
   CostModel costs;
   std::array<uint64_t, kDispatchKinds> dispatch{};  // batches by Dispatch reason
+  bool learns_route = false;                   // waiting callers' route is measured (see RouteLearner)
+  RouteLearner route;
   double queue_us_total = 0, run_us_total = 0;  // summed over finished requests: queued, then running
 };
 
@@ -96,7 +98,11 @@ class Batcher {
   // already passed, so that it fails as a queued one would). Throws ClosedError and
   // InvalidInputError (priority) like submit. Every claim must be ended by
   // end_inline, which records the run as an inline batch of `rows`.
+  // In the direct mode of the learned route the claim is kDirect: the caller
+  // runs on the least busy replica, concurrently with others, as an engine
+  // without a queue would.
   static constexpr size_t kNoReplica = static_cast<size_t>(-1);
+  static constexpr size_t kDirect = static_cast<size_t>(-2);
   size_t begin_inline(size_t rows, int priority, Clock::time_point deadline = Clock::time_point::max());
   void end_inline(size_t replica, size_t rows, Clock::time_point started, bool ok) noexcept;
   // A request's rows along the batch axis (1 when the model is not batched).
@@ -148,6 +154,9 @@ class Batcher {
   // Stats, under mu_.
   BatcherStats counters_;
   CostModel costs_;  // learned, kept across reset_stats
+  bool learn_route_ = false;
+  RouteTiming route_timing_;
+  RouteLearner route_;  // learned, kept across reset_stats
   Clock::time_point stats_since_;
   std::vector<double> latencies_us_;   // ring buffer of recent latencies
   size_t latency_next_ = 0;

@@ -46,8 +46,10 @@ class SessionPool {
 
   // Runs on the replica with the fewest runs in flight (unbatched path), or on
   // `replica` when one is named: a run the request queue lent that replica
-  // for, which the queue counts (it is left out of direct_stats).
+  // for, which the queue counts (it is left out of direct_stats). kQueueLeastBusy:
+  // the least busy replica for a run the queue counts (its learned direct route).
   static constexpr size_t kLeastBusy = static_cast<size_t>(-1);
+  static constexpr size_t kQueueLeastBusy = static_cast<size_t>(-2);
   std::vector<Ort::Value> run(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs = {},
                               const std::vector<TensorView>& out = {}, size_t replica = kLeastBusy) const;
 

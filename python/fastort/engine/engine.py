@@ -236,8 +236,12 @@ class BatchConfig:
         adaptive: learn the cost per row by batch size and the arrival rate;
             a free replica runs what is queued at once unless one more row is
             expected sooner than the time it saves, and batches stop at the
-            size whose cost per row is lowest (``stats()['policy']``). Off:
-            wait for ``max_batch_size`` rows or ``max_delay_us`` while a batch runs.
+            size whose cost per row is lowest (``stats()['policy']``). Callers
+            waiting on ``run()`` are served batched or directly on the least
+            busy replica, whichever measured more requests per second under the
+            current load (probed now and then; ``stats()['policy']['route']``;
+            not with ``priority_levels > 1``). Off: wait for ``max_batch_size``
+            rows or ``max_delay_us`` while a batch runs; always batched.
     """
 
     max_batch_size: int = 32
