@@ -452,34 +452,30 @@ std::vector<Ort::Value> Session::run_to_device(const std::vector<TensorView>& in
 
 void Session::check_no_overlap(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
                                const std::vector<TensorView>& out) const {
-  struct Span {
-    const unsigned char* begin;
-    const unsigned char* end;
-    std::string what;
+  // On every call with output buffers: no allocation unless it throws. The
+  // sizes were checked (no overflow) when the values were made.
+  auto bytes_of = [](const TensorView& v) -> size_t {
+    if (v.data == nullptr || v.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING) return 0;
+    size_t n = element_size(v.type);
+    for (int64_t d : v.shape) n *= d > 0 ? static_cast<size_t>(d) : 0;
+    return n;
   };
-  auto span = [](const TensorView& v, std::string what) {
-    const auto* b = static_cast<const unsigned char*>(v.data);
-    size_t bytes = 0;
-    if (b != nullptr && v.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING && element_size(v.type) != 0)
-      bytes = view_bytes(v, what);
-    return Span{b, b + bytes, std::move(what)};
+  auto overlap = [](const TensorView& a, size_t an, const TensorView& b, size_t bn) {
+    const auto* ab = static_cast<const unsigned char*>(a.data);
+    const auto* bb = static_cast<const unsigned char*>(b.data);
+    return an != 0 && bn != 0 && ab < bb + bn && bb < ab + an;
   };
-  std::vector<Span> outs;
+  auto what = [&](size_t k) { return label("output buffer for", outputs_[outputs.empty() ? k : outputs[k]].name); };
   for (size_t k = 0; k < out.size(); ++k) {
-    if (out[k].data == nullptr) continue;
-    const size_t idx = outputs.empty() ? k : outputs[k];
-    Span s = span(out[k], label("output buffer for", outputs_[idx].name));
-    if (s.begin == s.end) continue;
-    for (const Span& o : outs)
-      if (s.begin < o.end && o.begin < s.end)
-        throw InvalidInputError(s.what + " and " + o.what + " overlap in memory: give each output its own buffer");
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      Span in = span(inputs[i], "");
-      if (in.begin != in.end && s.begin < in.end && in.begin < s.end)
-        throw InvalidInputError(s.what + " overlaps " + label("input", inputs_[i].name) +
+    const size_t kn = bytes_of(out[k]);
+    if (kn == 0) continue;
+    for (size_t j = 0; j < k; ++j)
+      if (overlap(out[k], kn, out[j], bytes_of(out[j])))
+        throw InvalidInputError(what(k) + " and " + what(j) + " overlap in memory: give each output its own buffer");
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (overlap(out[k], kn, inputs[i], bytes_of(inputs[i])))
+        throw InvalidInputError(what(k) + " overlaps " + label("input", inputs_[i].name) +
                                 ": onnxruntime would overwrite an input it is still reading");
-    }
-    outs.push_back(std::move(s));
   }
 }
 
