@@ -123,13 +123,13 @@ def test_tune_returns_winner_table_and_baseline(mlp_path):
     assert data["winner"]["label"] == r.winner.config.label() and len(data["candidates"]) == 4
     m = r.winner.measurement
     assert m.throughput > 0 and 0 < m.p50_ms <= m.p99_ms and m.windows >= 1
-    # the 3 leaders and the defaults were measured again, between two more baselines; the winner is one of them
+    # the 3 leaders and the defaults were measured again, between two more baselines; the winner is one of
+    # them, unless the budget cut a leader's second run (on a loaded machine): then every candidate competes
     confirmed = [c for c in r.candidates if c.repeats]
-    # (a leader whose second run the budget cut cannot win; on a loaded machine that can happen)
-    assert 1 <= len(confirmed) <= 4 and r.winner in confirmed
-    for c in r.candidates:
-        if not c.repeats and any("not re-measured" in n for n in c.notes):
-            assert any(label == f"confirmation of {c.config.label()}" for label, _ in r.skipped)
+    cut = [c for c in r.candidates if not c.repeats and any("not re-measured" in n for n in c.notes)]
+    assert 1 <= len(confirmed) <= 4 and (r.winner in confirmed or cut)
+    for c in cut:
+        assert any(label == f"confirmation of {c.config.label()}" for label, _ in r.skipped)
     assert len(r.baseline) >= 3
     assert all(len(c.repeat_ratios) == 1 and c.worst_p99_ms >= c.measurement.p99_ms for c in confirmed)
     r = fastort.tune(mlp_path, clients=2, budget=Budget(minutes=0.5, trials=2, window_s=0.1, confirm=0),

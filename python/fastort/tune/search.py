@@ -23,8 +23,11 @@ from .result import CandidateResult, TuneResult, rank_key
 from .space import Config
 
 DEFAULT_ALLOW = ("threads", "replicas", "batching", "precision", "quantize", "optimize")
-#: Share of the time budget kept to re-measure the leaders at the end.
+#: Share of the time budget kept to re-measure the leaders at the end: at
+#: least this, or the time the re-measurements are expected to take (from the
+#: measurements so far), up to CONFIRM_MAX_SHARE.
 CONFIRM_SHARE = 0.15
+CONFIRM_MAX_SHARE = 0.35
 #: How a budget is split between the stages still to run (batching pays most often under load).
 STAGE_WEIGHTS = {"threads": 2.0, "replicas": 2.0, "batching": 3.0, "graph": 1.0, "variants": 2.0}
 #: A candidate must beat fastort's defaults by more than this (relative) to
@@ -95,8 +98,7 @@ class _Run:
         self.budget, self.objective, self.with_baseline = budget, objective, with_baseline
         self.start = time.perf_counter()
         self.deadline = self.start + budget.seconds
-        #: the stages end here; the rest of the budget re-measures the leaders
-        self.stages_deadline = self.deadline - (CONFIRM_SHARE * budget.seconds if budget.confirm > 1 else 0.0)
+        self.durations: List[float] = []  # seconds each measurement took (candidates and baselines)
         self.candidates: List[CandidateResult] = []
         self.baseline: List[Tuple[int, Measurement]] = []
         self.skipped: List[Tuple[str, str]] = []
@@ -105,6 +107,20 @@ class _Run:
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=0, desc="fastort tune", unit="cand", disable=not progress, leave=False)
+
+    @property
+    def stages_deadline(self) -> float:
+        """The stages end here; the rest of the budget re-measures the leaders
+        (and the defaults) between two baselines, sized from how long the
+        measurements so far took (many clients take longer to start and stop)."""
+        if self.budget.confirm <= 1:
+            return self.deadline
+        reserve = CONFIRM_SHARE * self.budget.seconds
+        if self.durations:
+            expected = (self.budget.confirm + 1 + (2 if self.with_baseline else 0)) * (
+                sum(self.durations) / len(self.durations))
+            reserve = min(max(reserve, expected), CONFIRM_MAX_SHARE * self.budget.seconds)
+        return self.deadline - reserve
 
     def out_of_budget(self) -> bool:
         if not self.candidates:
@@ -116,11 +132,13 @@ class _Run:
     def measure_baseline(self) -> None:
         if not self.with_baseline:
             return
+        t0 = time.perf_counter()
         target = OrtTarget(self.path, workers=min(64, self.load.concurrency))
         try:
             m = measure(target, self.inputs, self.load, self.budget, self.deadline)
         finally:
             target.close()
+        self.durations.append(time.perf_counter() - t0)
         self.baseline.append((len(self.candidates), m))
         self.since_baseline = 0
 
@@ -142,6 +160,7 @@ class _Run:
                             error_detail=variant.error_detail, size_bytes=variant.size_bytes,
                             notes=list(variant.notes), index=len(self.candidates), model_path=variant.path)
         rss0 = _rss_mb()
+        t0 = time.perf_counter()
         engine = None
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -160,6 +179,7 @@ class _Run:
         finally:
             if engine is not None:
                 engine.close()
+        self.durations.append(time.perf_counter() - t0)
         c.baseline_throughput = self.latest_baseline()
         c.judge(self.targets)
         self.candidates.append(c)
@@ -199,11 +219,12 @@ class _Run:
         b = self.best()
         return b.config if b is not None else fallback
 
-    def confirm(self) -> None:
-        """Re-measures the leading candidates (in reverse order, between two
-        baselines) so that one lucky window on a noisy machine does not pick
-        the winner: their ratio becomes the mean over both runs and their p99
-        the worse of the two."""
+    def confirm(self) -> bool:
+        """Re-measures the leading candidates (best first, then the defaults,
+        between two baselines) so that one lucky window on a noisy machine does
+        not pick the winner: their ratio becomes the mean over both runs and
+        their p99 the worse of the two. Returns whether every leader was
+        re-measured (False: the budget cut some, so the first runs decide)."""
         ranked = [c for c in sorted(self.candidates, key=lambda c: rank_key(c, self.objective))
                   if c.measurement is not None and c.failed is None][:self.budget.confirm]
         default = self.candidates[0] if self.candidates else None
@@ -211,21 +232,21 @@ class _Run:
                 and default.failed is None and ranked):
             ranked.append(default)  # the defaults are what a winner must beat: measure them again too
         if len(ranked) < 2:
-            return
+            return False
         if time.perf_counter() >= self.deadline:
             self.skipped.append(("confirmation of the leaders", "budget spent"))
-            return
+            return False
         self.bar.total += len(ranked)
         self.bar.refresh()
         if self.with_baseline:
             self.measure_baseline()
         before = self.latest_baseline()
         runs: List[Tuple[CandidateResult, Measurement]] = []
-        for c in reversed(ranked):
-            # a leader left without its second run cannot win over those that have one
-            # (tune() picks among them): its lone first run may have been the lucky one
+        complete = True
+        for c in ranked:
             if time.perf_counter() >= self.deadline:
-                c.notes.append("not re-measured with the other leaders (budget spent), so it cannot win over them")
+                complete = False
+                c.notes.append("not re-measured with the other leaders (budget spent)")
                 self.skipped.append((f"confirmation of {c.config.label()}", "budget spent"))
                 continue
             with warnings.catch_warnings():
@@ -239,6 +260,7 @@ class _Run:
             if m.error is None:
                 runs.append((c, m))
             else:
+                # a leader whose second run failed cannot win over those re-measured
                 c.notes.append(f"its second run failed ({m.error}), so it cannot win over the re-measured leaders")
         if self.with_baseline:
             self.measure_baseline()
@@ -248,6 +270,7 @@ class _Run:
         for c, m in runs:
             c.repeats.append(m)
             c.repeat_ratios.append(m.throughput / base if base else float("nan"))
+        return complete
 
     def finish(self) -> None:
         """Final baseline, then each candidate's ratio against the mean of the
@@ -416,14 +439,18 @@ def tune(
                 from dataclasses import replace
 
                 run.run_stage([replace(best, variant=name)], "variants", v)
-            run.confirm()
+            confirmed = run.confirm()
         finally:
             run.finish()
         for c in run.candidates:
             c.judge(targets_)
-        # once leaders were re-measured, the winner is one of them: their ratios
-        # average two runs, a first run alone may have been a lucky window
-        pool = [c for c in run.candidates if c.repeats] or run.candidates
+        # once every leader was re-measured, the winner is one of them: their
+        # ratios average two runs, a first run alone may have been a lucky
+        # window. When the budget cut the confirmation, every candidate competes
+        # (the re-measured ones on the mean of their runs): the defaults' second
+        # run alone must not win over a leader that had no time for its own.
+        pool = [c for c in run.candidates if c.repeats] if confirmed else []
+        pool = pool or run.candidates
         ranked = sorted(pool, key=lambda c: rank_key(c, objective))
         winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
         winner = _prefer_default(winner, run.candidates[0] if run.candidates else None, objective)
