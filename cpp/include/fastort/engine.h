@@ -80,7 +80,6 @@ class Engine {
     // The replica to run on: the one lent, or the least busy one for a direct
     // run of the learned route (Batcher::kDirect), counted by the queue.
     size_t replica() const noexcept { return replica_ == Batcher::kDirect ? SessionPool::kQueueLeastBusy : replica_; }
-    bool direct() const noexcept { return replica_ == Batcher::kDirect; }
     void succeeded() noexcept { ok_ = true; }
     // Gives the replica back now (a successful run), e.g. before the caller
     // waits for a lock of its own (the GIL) that queued requests must not wait for.
