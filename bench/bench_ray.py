@@ -246,6 +246,9 @@ def main() -> int:
     models = {"mlp": (mlp_model(MLP_SIZES).SerializeToString(), (MLP_SIZES[0],)),
               "cnn": (cnn_model().SerializeToString(), (3, 32, 32))}
     temp_dir = tempfile.mkdtemp(prefix="frb")
+    # Ray writes the cluster's address under RAY_TMPDIR/ray (else /tmp/ray, absent on a fresh machine).
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"))
     common = dict(object_store_memory=OBJECT_STORE_BYTES, temp_dir=temp_dir, include_dashboard=False)
     cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=0, **common))
     report: Dict[str, Any] = {"machine": machine_info(), "command": " ".join(sys.argv), "rows": rows,

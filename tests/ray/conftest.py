@@ -70,7 +70,11 @@ def ray_cluster() -> Iterator[RayCluster]:
     temp_dir = tempfile.mkdtemp(prefix="frt")
     pid_dir = os.path.join(temp_dir, "pids")
     os.makedirs(pid_dir)
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "FASTORT_TEST_PID_DIR", "RAY_USAGE_STATS_ENABLED")}
+    saved = {k: os.environ.get(k)
+             for k in ("PYTHONPATH", "FASTORT_TEST_PID_DIR", "RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR")}
+    # Ray writes the cluster's address under RAY_TMPDIR/ray (else /tmp/ray, absent on a fresh machine).
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.makedirs(os.path.join(temp_dir, "ray"))
     # The nodes' workers inherit this environment: they import tests/ray/ray_helpers.py and tests/models.py.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HERE, TESTS, saved["PYTHONPATH"]) if p)
     os.environ["FASTORT_TEST_PID_DIR"] = pid_dir
