@@ -307,19 +307,26 @@ class PyEngine {
 
   bool run_into_guess(const std::vector<TensorView>& views, const std::vector<size_t>& selected,
                       py::dict& result, Engine::InlineClaim* claim) const {
-    std::vector<std::vector<int64_t>> shapes;
-    if (!core_->shapes().lookup(views, selected, shapes)) return false;
+    // The per-call path of Engine.run: the arrays go into `result` up front
+    // (a wrong guess returns false and the caller builds a new result), and
+    // numpy gets the guessed dims as they are: no copies of the shapes.
+    std::vector<TensorView> out_views;
+    if (!core_->shapes().lookup(views, selected, out_views)) return false;
     const auto& outs = model().outputs();
-    std::vector<py::object> arrays(selected.size());
-    std::vector<TensorView> out_views(selected.size());
+    auto& np = py::detail::npy_api::get();
+    static_assert(sizeof(int64_t) == sizeof(Py_intptr_t), "numpy dims are int64 here");
     for (size_t k = 0; k < selected.size(); ++k) {
-      const ElementType type = outs[selected[k]].type;
-      std::vector<py::ssize_t> dims(shapes[k].begin(), shapes[k].end());
-      py::array a(py::reinterpret_borrow<py::dtype>(dtype_of(type)), dims);
-      out_views[k].type = type;
-      out_views[k].shape = shapes[k];
-      out_views[k].data = a.mutable_data();
-      arrays[k] = std::move(a);
+      TensorView& v = out_views[k];
+      v.type = outs[selected[k]].type;
+      py::object dt = dtype_of(v.type);
+      PyObject* raw = np.PyArray_NewFromDescr_(np.PyArray_Type_, dt.inc_ref().ptr(),  // steals the dtype
+                                               static_cast<int>(v.shape.size()),
+                                               reinterpret_cast<const Py_intptr_t*>(v.shape.data()), nullptr,
+                                               nullptr, 0, nullptr);
+      if (raw == nullptr) throw py::error_already_set();
+      auto a = py::reinterpret_steal<py::array>(raw);
+      v.data = a.mutable_data();
+      result[output_names_[selected[k]]] = std::move(a);
     }
     bool ok;
     {
@@ -327,9 +334,7 @@ class PyEngine {
       ok = core_->run_guessed(views, selected, out_views, claim ? claim->replica() : SessionPool::kLeastBusy);
       if (ok && claim) claim->end();
     }
-    if (!ok) return false;
-    for (size_t k = 0; k < selected.size(); ++k) result[output_names_[selected[k]]] = arrays[k];
-    return true;
+    return ok;
   }
 
   // run() of an engine whose runs go through the queue: host requests are
@@ -435,6 +440,49 @@ void bind_engine(py::module_& m) {
       .def("stats", &PyEngine::stats)
       .def("reset_stats", &PyEngine::reset_stats)
       .def("bind", &PyEngine::bind_call, py::arg("outputs") = py::none(), py::arg("copy") = true);
+
+  // fastort.Engine.run as a native method of the Python class (engine.py
+  // installs it): a call with numpy results on an open engine goes straight to
+  // PyEngine::run, without the Python frame of the method; everything else
+  // (another output_format, a closed engine, an engine whose outputs default
+  // to device tensors) goes to `python_run`, the method written in Python.
+  m.def(
+      "engine_run_method",
+      [](py::object python_run, const std::string& doc) {
+        // Interned once and kept for the life of the process.
+        static PyObject* const core_name = PyUnicode_InternFromString("_core");
+        static PyObject* const format_name = PyUnicode_InternFromString("_output_format");
+        py::cpp_function run(
+            [python_run](py::handle self, py::handle inputs, py::handle outputs, py::handle out, py::handle timeout,
+                         int priority, py::handle output_format) -> py::object {
+              auto fallback = [&] {
+                return python_run(self, inputs, py::arg("outputs") = outputs, py::arg("out") = out,
+                                  py::arg("timeout") = timeout, py::arg("priority") = priority,
+                                  py::arg("output_format") = output_format);
+              };
+              const bool numpy = output_format.is_none() ||
+                                 (PyUnicode_Check(output_format.ptr()) &&
+                                  PyUnicode_CompareWithASCIIString(output_format.ptr(), "numpy") == 0);
+              if (!numpy) return fallback();
+              auto core = py::reinterpret_steal<py::object>(PyObject_GetAttr(self.ptr(), core_name));
+              if (!core) throw py::error_already_set();
+              if (core.is_none()) return fallback();  // closed: the method says so
+              if (output_format.is_none()) {
+                auto fmt = py::reinterpret_steal<py::object>(PyObject_GetAttr(self.ptr(), format_name));
+                if (!fmt) throw py::error_already_set();
+                if (!fmt.is_none()) return fallback();
+              }
+              if (!timeout.is_none() && !PyFloat_Check(timeout.ptr()) && !PyLong_Check(timeout.ptr()))
+                return fallback();  // the method's own error for a timeout that is not a number
+              const double t = timeout.is_none() ? 0.0 : timeout.cast<double>();
+              return py::cast<const PyEngine&>(core).run(inputs, outputs, out, t, priority);
+            },
+            py::name("run"), py::arg("self"), py::arg("inputs"), py::kw_only(), py::arg("outputs") = py::none(),
+            py::arg("out") = py::none(), py::arg("timeout") = py::none(), py::arg("priority") = 0,
+            py::arg("output_format") = py::none(), py::doc(doc.c_str()));
+        return py::reinterpret_steal<py::object>(PyInstanceMethod_New(run.ptr()));
+      },
+      py::arg("python_run"), py::arg("doc"));
 }
 
 }  // namespace bind

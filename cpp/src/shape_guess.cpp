@@ -11,11 +11,22 @@ std::vector<int64_t> ShapeGuesser::key_of(const std::vector<TensorView>& inputs)
   return key;
 }
 
+bool ShapeGuesser::same_key(const std::vector<TensorView>& inputs) const noexcept {
+  size_t j = 0;
+  for (const auto& v : inputs) {
+    if (j >= key_.size() || key_[j++] != static_cast<int64_t>(v.shape.size())) return false;
+    for (int64_t d : v.shape)
+      if (j >= key_.size() || key_[j++] != d) return false;
+  }
+  return j == key_.size();
+}
+
 bool ShapeGuesser::lookup(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-                          std::vector<std::vector<int64_t>>& shapes) const {
+                          std::vector<TensorView>& out) const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (disabled() || outputs_ != outputs || key_ != key_of(inputs)) return false;
-  shapes = shapes_;
+  if (disabled() || key_.empty() || outputs_ != outputs || !same_key(inputs)) return false;
+  out.resize(shapes_.size());
+  for (size_t k = 0; k < shapes_.size(); ++k) out[k].shape = shapes_[k];
   return true;
 }
 

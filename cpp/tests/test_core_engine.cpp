@@ -55,9 +55,10 @@ void test_direct(const std::string& model) {
 
   // Shapes are remembered for the next call with the same input shapes.
   engine->shapes().remember(in, {0}, out, [](ElementType) { return true; });
-  std::vector<std::vector<int64_t>> shapes;
+  std::vector<TensorView> shapes;
   CHECK(engine->shapes().lookup(in, {0}, shapes));
-  CHECK(shapes.size() == 1 && (shapes[0] == std::vector<int64_t>{2, 4}));
+  CHECK(shapes.size() == 1 && (shapes[0].shape == std::vector<int64_t>{2, 4}));
+  CHECK(!engine->shapes().lookup({rows_view(x, 1)}, {0}, shapes));  // other input shapes: no guess
   std::vector<float> y_buf(8, -1.0f);
   std::vector<TensorView> out_views{rows_view(y_buf, 2)};
   CHECK(engine->run_guessed(in, {0}, out_views));

@@ -381,3 +381,47 @@ def test_concurrent_runs_from_threads(tiny_model, reference):
     assert not errors, errors[0]
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(engine.run({"x": x})["y"], reference(tiny_model, {"x": x})["y"])
+
+
+# -- Engine.run's native method ----------------------------------------------------------
+
+
+def test_run_is_a_native_method_with_the_python_methods_arguments(tiny_model, reference, rng):
+    # Engine.run is installed as a native method (it skips the Python frame on the
+    # numpy path); every other call goes to the method written in Python.
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    want = reference(tiny_model, {"x": x})["y"]
+    assert "Run the model once and wait for the result" in (fastort.Engine.run.__doc__ or "")
+    np.testing.assert_allclose(fastort.Engine(tiny_model).run({"x": x})["y"], want, rtol=1e-6)  # a temporary engine
+    engine = fastort.Engine(tiny_model)
+    for kwargs in ({}, {"outputs": ["y"]}, {"timeout": None}, {"timeout": 1}, {"priority": 0},
+                   {"output_format": "numpy"}, {"out": None}):
+        np.testing.assert_allclose(engine.run({"x": x}, **kwargs)["y"], want, rtol=1e-6)
+    out = np.empty((2, 3), np.float32)
+    assert engine.run([x], out={"y": out})["y"] is out
+    assert isinstance(engine.run({"x": x}, output_format="dlpack")["y"], fastort.Tensor)
+    with pytest.raises(fastort.errors.ConfigError, match="output_format must be one of"):
+        engine.run({"x": x}, output_format="bogus")
+    with pytest.raises(TypeError):
+        engine.run({"x": x}, timeout="soon")
+    with pytest.raises(TypeError):
+        engine.run({"x": x}, ["y"])  # the keywords stay keyword-only
+    with pytest.raises(fastort.errors.InvalidInputError, match="'x'"):
+        engine.run({"x": x.astype(np.float64)})
+    call = engine.run
+    engine.close()
+    for run in (engine.run, call):
+        with pytest.raises(fastort.errors.EngineClosedError, match="is closed"):
+            run({"x": x})
+
+    class Logged(fastort.Engine):
+        calls = 0
+
+        def run(self, inputs, **kwargs):  # type: ignore[override]
+            Logged.calls += 1
+            return super().run(inputs, **kwargs)
+
+    logged = Logged(tiny_model)
+    np.testing.assert_allclose(logged.run({"x": x})["y"], want, rtol=1e-6)
+    assert Logged.calls == 1
+    logged.close()

@@ -22,9 +22,10 @@ class ShapeGuesser {
   static constexpr int kMaxMisses = 3;
 
   // The shapes the last remembered call with these input shapes and outputs
-  // produced; false when there is no such guess.
+  // produced, as the shapes of `out` (one view per output; type and data are
+  // left to the caller); false when there is no such guess.
   bool lookup(const std::vector<TensorView>& inputs, const std::vector<size_t>& outputs,
-              std::vector<std::vector<int64_t>>& shapes) const;
+              std::vector<TensorView>& out) const;
   // A guess was wrong: forget it; after kMaxMisses, stop guessing.
   void miss();
   // Remembers the output shapes of a call when every result is a non-empty
@@ -35,6 +36,7 @@ class ShapeGuesser {
 
  private:
   static std::vector<int64_t> key_of(const std::vector<TensorView>& inputs);
+  bool same_key(const std::vector<TensorView>& inputs) const noexcept;  // under mu_; allocates nothing
 
   mutable std::mutex mu_;
   std::vector<int64_t> key_;  // the inputs' ranks and dims
