@@ -110,6 +110,22 @@ def test_a_winner_must_beat_the_defaults_by_more_than_the_noise():
 # -- whole runs --------------------------------------------------------------------
 
 
+def test_batching_is_tried_on_the_best_threads_and_on_the_default_ones():
+    from fastort.tune import space
+    from fastort.tune.space import Config
+
+    default = Config(provider="CPUExecutionProvider")
+    best = Config(provider="CPUExecutionProvider", intra_op_threads=1, replicas=2)
+    configs = space.batching_stages(best, default, concurrency=16, rows_per_request=1)
+    assert len(configs) == len(set(configs)) == 4 + 4  # sizes 16 and 8 x delays 200 and 2000, on each base
+    # interleaved: the largest batch on each base comes first
+    assert (configs[0].replicas, configs[0].intra_op_threads) == (2, 1)
+    assert (configs[1].replicas, configs[1].intra_op_threads) == (1, default.intra_op_threads)
+    assert {c.max_batch_size for c in configs[:2]} == {16}
+    # when the best is the default, nothing is tried twice
+    assert space.batching_stages(default, default, 16, 1) == space.batching_stage(default, 16, 1)
+
+
 def test_tune_returns_winner_table_and_baseline(mlp_path):
     r = fastort.tune(mlp_path, clients=2, targets=Targets(p99_ms=1000), budget=quick(4), progress=False)
     assert r.winner is not None and r.feasible

@@ -412,7 +412,7 @@ def tune(
                 elif stage_name == "replicas":
                     configs = space.replica_stage(best, n_cores, load.concurrency)
                 elif stage_name == "batching":
-                    configs = space.batching_stage(best, load.concurrency, inputs_set.rows_per_request)
+                    configs = space.batching_stages(best, default, load.concurrency, inputs_set.rows_per_request)
                 elif stage_name == "graph":
                     configs = space.graph_stage(best)
                 else:

@@ -190,6 +190,21 @@ def batching_stage(best: Config, concurrency: int, rows_per_request: float) -> L
     return _unique([replace(best, max_batch_size=s, max_delay_us=d) for s in sizes for d in (200, 2000)])
 
 
+def batching_stages(best: Config, default: Config, concurrency: int, rows_per_request: float) -> List[Config]:
+    """Batching on the best configuration so far, interleaved with batching on
+    fastort's default threads (same variant and provider): the thread setting
+    that wins for unbatched runs (often 1 thread per run under load, so that
+    runs overlap) is not the one that wins for batches, which one run at a time
+    computes on every core."""
+    on_best = batching_stage(best, concurrency, rows_per_request)
+    base = replace(default, provider=best.provider, variant=best.variant)
+    on_default = [c for c in batching_stage(base, concurrency, rows_per_request) if c not in on_best]
+    out: List[Config] = []
+    for i in range(max(len(on_best), len(on_default))):
+        out.extend(c[i] for c in (on_best, on_default) if i < len(c))
+    return out
+
+
 def graph_stage(best: Config) -> List[Config]:
     return [replace(best, graph_optimization=level) for level in ("extended", "basic")]
 
