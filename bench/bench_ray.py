@@ -25,6 +25,9 @@ over a ``DeploymentHandle`` for a fixed time, 1 replica of num_cpus=1:
   - fastort: ``fastort.ray.deployment`` (fastort's C++ batcher, max batch 32),
   - plain: ``@serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)`` around
     an ``InferenceSession`` (max_ongoing_requests=64, like fastort's default);
+  - no-op: a deployment that returns its input, with fastort's Serve settings:
+    the ceiling of any deployment with these clients on this cluster, and so the
+    most any deployment could gain over plain here;
 throughput, p50/p99 latency and the replica's CPU time per request (/proc).
 Targets (issue #16): Data MLP >= 1.3x, 2 actors
 on 2 nodes >= 1.7x one actor (where the machine has the cores), Serve >= 1.5x
@@ -147,6 +150,25 @@ def make_plain_serve(model_bytes: bytes) -> Any:
     return PlainServe.bind(model_bytes)
 
 
+def make_noop_serve() -> Any:
+    """The ceiling: a deployment that returns its input, with fastort's Serve
+    settings. No deployment that runs a model can serve more requests per second
+    with the same clients on the same cluster: what is left is Ray Serve's own
+    work per request (the clients' handles, the router, the replica)."""
+    from ray import serve
+
+    from fastort.ray.serve_deployment import ServeConfig, serve_options
+
+    options = serve_options(ServeConfig(name="noop", max_batch_size=32, ray_actor_options={"num_cpus": 1}), {})
+
+    @serve.deployment
+    class NoOp:
+        async def __call__(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+            return {"y": x}
+
+    return NoOp.options(**options).bind()
+
+
 def drive(handle: Any, x: np.ndarray, clients: int, seconds: float) -> Dict[str, float]:
     """Closed-loop clients for ``seconds``: requests/s and latency percentiles (ms)."""
     stop = time.monotonic() + seconds
@@ -203,9 +225,10 @@ def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, secon
         "plain": lambda: make_plain_serve(model_bytes),
         "fastort": lambda: fr.deployment(model_bytes, fr.ServeConfig(name="fastort", max_batch_size=32,
                                                                     ray_actor_options={"num_cpus": 1})),
+        "noop": make_noop_serve,
     }
     out: Dict[str, Any] = {"model": name, "clients": clients}
-    for method in ("plain", "fastort"):
+    for method in ("plain", "fastort", "noop"):
         handle = serve.run(apps[method](), name=method, route_prefix=f"/{method}")
         drive(handle, x, clients, min(2.0, seconds / 2))  # warm-up
         cpu = replica_cpu_seconds(method)
@@ -214,10 +237,15 @@ def bench_serve(name: str, model_bytes: bytes, shape: tuple, clients: int, secon
                                                      / max(out[method]["requests"], 1))
         serve.delete(method)
     out["throughput_ratio"] = out["fastort"]["requests_s"] / out["plain"]["requests_s"]
+    # the most any deployment could gain over plain here: the no-op's rate over plain's
+    out["ceiling_ratio"] = out["noop"]["requests_s"] / out["plain"]["requests_s"]
     print(f"  serve {name:4s} {clients} clients: plain {out['plain']['requests_s']:7.0f} req/s "
           f"p99 {out['plain']['p99_ms']:6.1f} ms, replica CPU {out['plain']['replica_cpu_ms_per_request']:.2f} ms/req   "
           f"fastort {out['fastort']['requests_s']:7.0f} req/s p99 {out['fastort']['p99_ms']:6.1f} ms, replica CPU "
-          f"{out['fastort']['replica_cpu_ms_per_request']:.2f} ms/req   {out['throughput_ratio']:.2f}x", flush=True)
+          f"{out['fastort']['replica_cpu_ms_per_request']:.2f} ms/req   {out['throughput_ratio']:.2f}x   "
+          f"no-op ceiling {out['noop']['requests_s']:7.0f} req/s, replica CPU "
+          f"{out['noop']['replica_cpu_ms_per_request']:.2f} ms/req (at most {out['ceiling_ratio']:.2f}x plain)",
+          flush=True)
     return out
 
 
