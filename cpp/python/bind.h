@@ -58,6 +58,10 @@ py::object dtype_of(ElementType type);
 ElementType type_of(const py::dtype& dt);
 // Whether outputs of `type` can be allocated as numpy arrays up front.
 bool numpy_allocatable(ElementType type);
+// A new C-contiguous numpy array of `dtype` (a numpy.dtype) with `ndim` dims,
+// made by numpy from the dims as they are: nothing else is allocated, for the
+// per-call paths (Engine.run's guessed outputs, the bound call's copies).
+py::array new_array(py::handle dtype, size_t ndim, const int64_t* dims);
 
 std::string type_name(py::handle obj);
 // str(obj) as UTF-8 for messages; never throws.

@@ -154,6 +154,16 @@ py::object dtype_of(ElementType type) { return dtypes().dtype_of(type); }
 ElementType type_of(const py::dtype& dt) { return dtypes().type_of(dt); }
 bool numpy_allocatable(ElementType type) { return !dtypes().dtype_of(type).is_none(); }
 
+py::array new_array(py::handle dtype, size_t ndim, const int64_t* dims) {
+  static_assert(sizeof(int64_t) == sizeof(Py_intptr_t), "numpy dims are int64 here");
+  auto& np = py::detail::npy_api::get();
+  PyObject* raw = np.PyArray_NewFromDescr_(np.PyArray_Type_, dtype.inc_ref().ptr(),  // steals the dtype
+                                           static_cast<int>(ndim), reinterpret_cast<const Py_intptr_t*>(dims),
+                                           nullptr, nullptr, 0, nullptr);
+  if (raw == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::array>(raw);
+}
+
 // Python's message of the exception being handled, as an InvalidInputError.
 [[noreturn]] void rethrow_as_invalid(py::error_already_set& e, const std::string& what) {
   throw InvalidInputError(what + ": " + std::string(py::str(e.value())));

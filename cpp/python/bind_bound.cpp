@@ -150,14 +150,9 @@ class BoundCall {
     return out;
   }
 
-  // A fresh C-contiguous copy of `a` (made by numpy from a's dtype and dims
-  // as they are: nothing else is allocated on this per-call path).
+  // A fresh C-contiguous copy of `a` (new_array: nothing else allocated per call).
   static py::object copy_of(const py::array& a) {
-    auto& np = py::detail::npy_api::get();
-    PyObject* raw = np.PyArray_NewFromDescr_(np.PyArray_Type_, a.dtype().inc_ref().ptr(),  // steals the dtype
-                                             static_cast<int>(a.ndim()), a.shape(), nullptr, nullptr, 0, nullptr);
-    if (raw == nullptr) throw py::error_already_set();
-    auto c = py::reinterpret_steal<py::array>(raw);
+    py::array c = new_array(a.dtype(), static_cast<size_t>(a.ndim()), reinterpret_cast<const int64_t*>(a.shape()));
     if (a.nbytes() > 0) std::memcpy(c.mutable_data(), a.data(), static_cast<size_t>(a.nbytes()));
     return std::move(c);
   }

@@ -313,18 +313,10 @@ class PyEngine {
     std::vector<TensorView> out_views;
     if (!core_->shapes().lookup(views, selected, out_views)) return false;
     const auto& outs = model().outputs();
-    auto& np = py::detail::npy_api::get();
-    static_assert(sizeof(int64_t) == sizeof(Py_intptr_t), "numpy dims are int64 here");
     for (size_t k = 0; k < selected.size(); ++k) {
       TensorView& v = out_views[k];
       v.type = outs[selected[k]].type;
-      py::object dt = dtype_of(v.type);
-      PyObject* raw = np.PyArray_NewFromDescr_(np.PyArray_Type_, dt.inc_ref().ptr(),  // steals the dtype
-                                               static_cast<int>(v.shape.size()),
-                                               reinterpret_cast<const Py_intptr_t*>(v.shape.data()), nullptr,
-                                               nullptr, 0, nullptr);
-      if (raw == nullptr) throw py::error_already_set();
-      auto a = py::reinterpret_steal<py::array>(raw);
+      py::array a = new_array(dtype_of(v.type), v.shape.size(), v.shape.data());
       v.data = a.mutable_data();
       result[output_names_[selected[k]]] = std::move(a);
     }

@@ -155,7 +155,7 @@ void route_start(RouteLearner& r, const RouteTiming& t, Clock::time_point now) n
   r.interval = std::max<uint32_t>(1, t.first_interval);
   r.until_probe = 1;
   r.settled = true;
-  r.epoch_start = r.mode_start = now;
+  r.epoch_start = now;
 }
 
 void route_admit(RouteLearner& r, RouteMode mode) noexcept { ++r.outstanding[idx(mode)]; }
@@ -217,7 +217,6 @@ bool route_finish(RouteLearner& r, const RouteTiming& t, RouteMode mode, double 
   }
   const bool changed = next != r.mode;
   r.mode = next;
-  r.mode_start = now;
   r.done = 0;
   r.latency_us = 0;
   r.epoch_start = now;

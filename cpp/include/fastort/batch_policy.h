@@ -177,7 +177,6 @@ struct RouteLearner {
   bool probing = false;           // this epoch tries the other mode
   bool settled = false;           // the previous mode's requests are done: counting
   Clock::time_point epoch_start{};  // when counting began (settled)
-  Clock::time_point mode_start{};   // when the mode began
   uint64_t done = 0;              // completions counted in this epoch
   double latency_us = 0;          // their summed latency
   uint32_t interval = 0;          // epochs between probes now (0: not started)

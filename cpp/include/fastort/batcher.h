@@ -100,9 +100,9 @@ class Batcher {
   // end_inline, which records the run as an inline batch of `rows`.
   // In the direct mode of the learned route the claim is kDirect: the caller
   // runs on the least busy replica, concurrently with others, as an engine
-  // without a queue would.
+  // without a queue would (SessionPool::run takes it as it is).
   static constexpr size_t kNoReplica = static_cast<size_t>(-1);
-  static constexpr size_t kDirect = static_cast<size_t>(-2);
+  static constexpr size_t kDirect = SessionPool::kQueueLeastBusy;
   size_t begin_inline(size_t rows, int priority, Clock::time_point deadline = Clock::time_point::max());
   void end_inline(size_t replica, size_t rows, Clock::time_point started, bool ok) noexcept;
   // A request's rows along the batch axis (1 when the model is not batched).

@@ -77,9 +77,9 @@ class Engine {
     InlineClaim& operator=(const InlineClaim&) = delete;
     ~InlineClaim();
     bool valid() const noexcept { return batcher_ != nullptr; }
-    // The replica to run on: the one lent, or the least busy one for a direct
-    // run of the learned route (Batcher::kDirect), counted by the queue.
-    size_t replica() const noexcept { return replica_ == Batcher::kDirect ? SessionPool::kQueueLeastBusy : replica_; }
+    // The replica to run on: the one lent, or Batcher::kDirect (the least busy
+    // one, a direct run of the learned route, counted by the queue).
+    size_t replica() const noexcept { return replica_; }
     void succeeded() noexcept { ok_ = true; }
     // Gives the replica back now (a successful run), e.g. before the caller
     // waits for a lock of its own (the GIL) that queued requests must not wait for.

@@ -20,6 +20,7 @@ __all__ = ["BASELINE", "side_by_side", "format_table"]
 BASELINE = "onnxruntime InferenceSession.run"
 BOUND = "fastort engine.bind() call"
 QUEUED = "fastort Engine.run, queued (max_batch_size=8)"
+COPIED = "onnxruntime iobinding + copy_outputs_to_cpu"
 
 
 def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: int = 1, seconds: float = 4.0,
@@ -68,7 +69,7 @@ def side_by_side(model_path: str, feeds: Mapping[str, np.ndarray], *, threads: i
             return binding.copy_outputs_to_cpu()
 
         methods["onnxruntime run_with_iobinding"] = lambda: sess.run_with_iobinding(binding)
-        methods["onnxruntime iobinding + copy_outputs_to_cpu"] = iobinding_to_numpy
+        methods[COPIED] = iobinding_to_numpy
 
     ours, theirs = engine.run(feeds), sess.run(out_names, feeds)
     for name, value in zip(out_names, theirs):

@@ -449,8 +449,7 @@ def tune(
         # window. When the budget cut the confirmation, every candidate competes
         # (the re-measured ones on the mean of their runs): the defaults' second
         # run alone must not win over a leader that had no time for its own.
-        pool = [c for c in run.candidates if c.repeats] if confirmed else []
-        pool = pool or run.candidates
+        pool = [c for c in run.candidates if c.repeats and confirmed] or run.candidates
         ranked = sorted(pool, key=lambda c: rank_key(c, objective))
         winner = ranked[0] if ranked and ranked[0].measurement is not None and ranked[0].failed is None else None
         winner = _prefer_default(winner, run.candidates[0] if run.candidates else None, objective)

@@ -9,6 +9,7 @@ coordinate search): the full product would not fit a budget of minutes.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -199,10 +200,8 @@ def batching_stages(best: Config, default: Config, concurrency: int, rows_per_re
     on_best = batching_stage(best, concurrency, rows_per_request)
     base = replace(default, provider=best.provider, variant=best.variant)
     on_default = [c for c in batching_stage(base, concurrency, rows_per_request) if c not in on_best]
-    out: List[Config] = []
-    for i in range(max(len(on_best), len(on_default))):
-        out.extend(c[i] for c in (on_best, on_default) if i < len(c))
-    return out
+    pairs = itertools.zip_longest(on_best, on_default)
+    return [c for pair in pairs for c in pair if c is not None]
 
 
 def graph_stage(best: Config) -> List[Config]:
